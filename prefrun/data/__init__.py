@@ -1,0 +1,1 @@
+"""Data: the one record shape, loaders from public schemas, synthetic tasks, curricula, the collator."""

@@ -1,0 +1,141 @@
+"""Objectives by name: each one a pure function of [B, K] tensors, registered with what it needs.
+
+An objective declares its data shape and whether it needs a reference model; the trainer reads
+that metadata and never branches on an objective's name.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+
+from prefrun.errors import PrefrunError
+
+DataShape = Literal["pairwise", "list", "unpaired"]
+
+
+@dataclass
+class ObjectiveOutput:
+    """What every objective returns: a scalar loss to minimise and float metrics to log."""
+
+    loss: torch.Tensor
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ObjectiveSpec:
+    """A registered objective: its function and what the trainer must feed it."""
+
+    name: str
+    fn: Callable[..., ObjectiveOutput]
+    data: DataShape
+    needs_reference: bool
+    min_k: int
+    defaults: dict[str, object]
+    validate: Callable[[dict[str, object]], None] | None = None
+
+
+_REGISTRY: dict[str, ObjectiveSpec] = {}
+
+
+def register(
+    name: str,
+    *,
+    data: DataShape,
+    needs_reference: bool,
+    min_k: int | None = None,
+    validate: Callable[[dict[str, object]], None] | None = None,
+) -> Callable[[Callable[..., ObjectiveOutput]], Callable[..., ObjectiveOutput]]:
+    """Register ``fn`` under ``name``. Its keyword-only parameters are its hyperparameters."""
+
+    def decorator(fn: Callable[..., ObjectiveOutput]) -> Callable[..., ObjectiveOutput]:
+        if name in _REGISTRY:
+            raise RuntimeError(f"objective {name!r} registered twice")
+        params = inspect.signature(fn).parameters.values()
+        defaults = {p.name: p.default for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY}
+        k = min_k if min_k is not None else {"pairwise": 2, "list": 2, "unpaired": 1}[data]
+        _REGISTRY[name] = ObjectiveSpec(name, fn, data, needs_reference, k, defaults, validate)
+        return fn
+
+    return decorator
+
+
+class Objective:
+    """An objective bound to its hyperparameters: ``obj(policy_logps, ref_logps, scores, mask=, lengths=)``."""
+
+    def __init__(self, spec: ObjectiveSpec, hparams: dict[str, object]):
+        self.spec = spec
+        self.hparams = hparams
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def needs_reference(self) -> bool:
+        return self.spec.needs_reference
+
+    def __call__(
+        self,
+        policy_logps: torch.Tensor,
+        ref_logps: torch.Tensor | None,
+        scores: torch.Tensor,
+        *,
+        mask: torch.Tensor | None = None,
+        lengths: torch.Tensor | None = None,
+        **extra: torch.Tensor,
+    ) -> ObjectiveOutput:
+        if mask is None:
+            mask = torch.ones_like(scores, dtype=torch.bool)
+        if lengths is None:
+            lengths = torch.ones_like(policy_logps)
+        if ref_logps is None:
+            if self.needs_reference:
+                raise ValueError(f"objective {self.name!r} needs reference log-probs")
+            ref_logps = torch.zeros_like(policy_logps)
+        return self.spec.fn(policy_logps, ref_logps, scores, mask, lengths, **extra, **self.hparams)
+
+    def __repr__(self) -> str:
+        return f"Objective({self.name!r}, {self.hparams})"
+
+
+def available_objectives() -> list[str]:
+    """Names of every registered objective, sorted."""
+    _load_builtin_objectives()
+    return sorted(_REGISTRY)
+
+
+def get_spec(name: str) -> ObjectiveSpec:
+    """The registered spec for ``name``; a one-line error listing the choices otherwise."""
+    _load_builtin_objectives()
+    if name not in _REGISTRY:
+        raise PrefrunError(
+            f"unknown objective {name!r}; available: {', '.join(sorted(_REGISTRY))}"
+        )
+    return _REGISTRY[name]
+
+
+def get_objective(name: str, **hparams: object) -> Objective:
+    """Build objective ``name`` with keyword hyperparameters named as in conf/objective/<name>.yaml."""
+    spec = get_spec(name)
+    unknown = set(hparams) - set(spec.defaults)
+    if unknown:
+        raise PrefrunError(
+            f"objective {name!r} has no hyperparameter {sorted(unknown)[0]!r}; "
+            f"it takes: {', '.join(sorted(spec.defaults)) or '(none)'}"
+        )
+    bound = {**spec.defaults, **hparams}
+    if "beta" in bound and not float(bound["beta"]) > 0:  # type: ignore[arg-type]
+        raise PrefrunError(f"objective.beta={bound['beta']} must be > 0; set objective.beta=0.1 for example")
+    if spec.validate is not None:
+        spec.validate(bound)
+    return Objective(spec, bound)
+
+
+def _load_builtin_objectives() -> None:
+    # Importing the family modules runs their @register decorators.
+    from prefrun.objectives import families  # noqa: F401
