@@ -1,0 +1,55 @@
+"""Command-line entry points: `prefrun` (Hydra) and `prefrun-compare`. Heavy imports happen after composition."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+
+
+def _overrides_dir(value: str) -> str:
+    """The override part of a run directory: 'default' when nothing beyond the groups was changed."""
+    return value.replace("/", "_") if value else "default"
+
+
+if not OmegaConf.has_resolver("prefrun.overrides"):
+    OmegaConf.register_new_resolver("prefrun.overrides", _overrides_dir)
+
+
+def _main(cfg) -> None:  # noqa: ANN001 - Hydra passes a DictConfig
+    from hydra.core.hydra_config import HydraConfig
+
+    from prefrun.errors import PrefrunError
+
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    try:
+        from prefrun.run import run, summary_table
+
+        results = run(cfg, run_dir, overrides=list(hydra_cfg.overrides.task))
+        print(summary_table(results))
+    except PrefrunError as e:
+        print(f"prefrun: error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+def main() -> None:
+    import hydra
+
+    from prefrun.errors import PrefrunError
+
+    app = hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")(_main)
+    try:
+        app()
+    except PrefrunError as e:  # raised during composition-time checks
+        print(f"prefrun: error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+def compare_main() -> None:
+    from prefrun.results.compare import main as compare
+
+    compare(sys.argv[1:])

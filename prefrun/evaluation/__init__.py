@@ -1,0 +1,1 @@
+"""Evaluation: sample from policy and reference, score with the oracle, KL, win rate."""

@@ -1,0 +1,1 @@
+"""Models: the built-in tiny model, loading hub ids or local paths, PEFT."""

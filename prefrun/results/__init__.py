@@ -1,0 +1,1 @@
+"""Results: the run directory layout, atomic writes, metrics logging, comparison tables."""

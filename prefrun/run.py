@@ -1,0 +1,196 @@
+"""One run: check inputs, build data and models, SFT reference, preference training, evaluation, results.
+
+Everything a run writes lands in its run directory (see prefrun.results.layout), atomically; user
+errors surface as a PrefrunError before anything is written as if finished.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from prefrun.errors import PrefrunError
+from prefrun.objectives import Objective, get_objective, get_spec
+from prefrun.results.files import environment, write_atomic, write_json
+
+OBJECTIVE_META = {"name", "data", "needs_reference"}
+log = logging.getLogger("prefrun")
+
+
+def build_objective(objective_cfg: Any) -> Objective:
+    """The objective named by ``objective.name`` with every other key as a hyperparameter."""
+    hparams = {k: v for k, v in OmegaConf.to_container(objective_cfg, resolve=True).items() if k not in OBJECTIVE_META}
+    objective = get_objective(objective_cfg.name, **hparams)
+    spec = get_spec(objective_cfg.name)
+    for key in ("data", "needs_reference"):
+        if key in objective_cfg and objective_cfg[key] != getattr(spec, key):
+            raise PrefrunError(f"objective.{key}={objective_cfg[key]} contradicts the registered {spec.name!r} "
+                               f"({getattr(spec, key)}); remove the override")
+    return objective
+
+
+def shape_for_objective(records: list[dict], objective: Objective, dataset_cfg: Any) -> list[dict]:
+    """Turn lists into what the objective trains on: pairs, unpaired feedback, or lists of ≥ min_k."""
+    from prefrun.data.pairs import to_pairs, to_unpaired
+
+    spec = objective.spec
+    has_labels = "labels" in records[0]
+    dropped = 0
+    if spec.data == "unpaired":
+        if not has_labels:
+            mode = dataset_cfg.get("unpaired", "top_bottom")
+            kwargs = {"threshold": dataset_cfg.unpaired_threshold} if mode == "threshold" else {}
+            records, dropped = to_unpaired(records, mode, **kwargs)
+    elif has_labels:
+        raise PrefrunError(f"dataset {dataset_cfg.name} holds unpaired feedback (prompt, completion, label); "
+                           f"objective {spec.name} needs {spec.data} data: use objective=kto or objective=bco")
+    elif spec.data == "pairwise":
+        shortest = min(len(r["responses"]) for r in records)
+        if shortest < 2:
+            raise PrefrunError(f"objective {spec.name} needs pairs but dataset {dataset_cfg.name} has lists of "
+                               f"{shortest} response(s); use a pairwise or list dataset")
+        # Always through to_pairs: it orders each pair chosen-first and drops ties, also when K = 2.
+        records, dropped = to_pairs(records, dataset_cfg.get("pairs", "best_worst"))
+    else:
+        short = [i for i, r in enumerate(records) if len(r["responses"]) < spec.min_k]
+        if short:
+            raise PrefrunError(f"objective {spec.name} needs lists of at least {spec.min_k} responses; dataset "
+                               f"{dataset_cfg.name} row {short[0]} has {len(records[short[0]]['responses'])}; "
+                               "drop short lists with dataset.min_k")
+    if dropped:
+        log.warning("%d prompt(s) of dataset %s yield no %s example (tied scores) and are skipped",
+                    dropped, dataset_cfg.name, spec.data)
+    return records
+
+
+def check_run_dir(run_dir: Path, cfg: DictConfig) -> None:
+    """Refuse to rerun into a finished run unless asked; a partial one is resumed or restarted."""
+    if (run_dir / "results.json").exists() and not cfg.run.overwrite:
+        raise PrefrunError(f"{run_dir} already holds a finished run; pass run.overwrite=true to replace it "
+                           "or choose another seed/override")
+
+
+def run(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None) -> dict[str, Any]:
+    """Execute one run into ``run_dir`` (``overrides``: what the user changed) and return its results."""
+    started = time.time()
+    timings: dict[str, float] = {}
+    objective = build_objective(cfg.objective)  # validates before anything heavy happens
+    check_run_dir(run_dir, cfg)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if cfg.run.overwrite:
+        for name in ("results.json", "metrics.jsonl"):
+            (run_dir / name).unlink(missing_ok=True)
+    write_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    write_atomic(run_dir / "overrides.yaml", OmegaConf.to_yaml(OmegaConf.create(list(overrides or []))))
+    write_json(run_dir / "env.json", environment())
+
+    from prefrun.data.sources import build_data
+
+    t = time.time()
+    data = build_data(cfg.dataset, cfg.seed)
+    if not data.train:
+        raise PrefrunError(f"dataset {cfg.dataset.name} is empty; check dataset.path and dataset.splits")
+    train_records = shape_for_objective(data.train, objective, cfg.dataset)
+    if not train_records:
+        raise PrefrunError(f"dataset {cfg.dataset.name} yields no training example for objective "
+                           f"{objective.name} (all lists tied?)")
+
+    import torch
+
+    from prefrun.models.loading import base_model_path
+    from prefrun.trainers.preference import train_preference
+    from prefrun.trainers.sft_stage import run_sft
+
+    device = "cuda" if cfg.hardware.accelerator == "cuda" and torch.cuda.is_available() else "cpu"
+    cache_dir = Path(cfg.paths.cache_dir)
+    base = base_model_path(cfg.model, data.words, cache_dir / "models")
+    timings["build_s"] = time.time() - t
+
+    t = time.time()
+    reference_path = base
+    sft_enabled = cfg.sft.enabled
+    if sft_enabled == "auto":
+        sft_enabled = data.sft is not None
+    if sft_enabled:
+        if data.sft is None:
+            raise PrefrunError(f"sft.enabled=true but dataset {cfg.dataset.name} provides no SFT data")
+        sft_cfg = {k: cfg.sft[k] for k in ("steps", "batch_size", "lr", "warmup_steps")}
+        sft_cfg.update(seed=0, max_prompt_len=cfg.train.max_prompt_len, max_response_len=cfg.train.max_response_len)
+        fingerprint = OmegaConf.to_yaml(cfg.dataset)
+        reference_path = str(run_sft(base, data.sft, sft_cfg, cache_dir / "sft", fingerprint))
+    timings["sft_s"] = time.time() - t
+
+    t = time.time()
+    policy, reference, tokenizer, train_stats = train_preference(
+        cfg, objective, train_records, reference_path, run_dir, device
+    )
+    timings["train_s"] = time.time() - t
+
+    t = time.time()
+    evaluation: dict[str, Any] = {}
+    if cfg.eval.name == "oracle" and data.reward_fn is not None:
+        from prefrun.evaluation.oracle import evaluate
+
+        evaluation = evaluate(policy, reference, tokenizer, data.eval_prompts[: cfg.eval.prompts], data.reward_fn,
+                              data.strict_fns, cfg.eval.max_new_tokens, cfg.eval.batch_size, cfg.eval.seed)
+    elif cfg.eval.name == "oracle":
+        evaluation = {"note": f"dataset {cfg.dataset.name} has no oracle; only training metrics are reported"}
+    timings["eval_s"] = time.time() - t
+    timings["wall_s"] = time.time() - started
+
+    results = {
+        "experiment": cfg.experiment_name,
+        "dataset": cfg.dataset.name,
+        "model": cfg.model.name,
+        "objective": objective.name,
+        "hparams": {k: v for k, v in objective.hparams.items()},
+        "train": {"lr": cfg.train.lr, "steps": cfg.train.steps, "batch_size": cfg.train.batch_size},
+        "seed": cfg.seed,
+        "eval": evaluation,
+        "training": train_stats,
+        "timings": timings,
+        "run_dir": str(run_dir),
+    }
+    write_json(run_dir / "results.json", results)  # last: its presence marks the run finished
+    return results
+
+
+def summary_table(results: dict[str, Any]) -> str:
+    """The short table `prefrun` prints: reference vs policy on the oracle, KL, win rate, wall time."""
+    ev = results["eval"]
+    tm = results["timings"]
+    lines = [f"prefrun: {results['objective']} on {results['dataset']} with {results['model']} "
+             f"(seed {results['seed']})"]
+    if "policy/oracle_reward" in ev:
+        lines += [
+            f"{'':22}{'reference (SFT)':>16}{'policy':>10}",
+            f"{'oracle reward':22}{ev['reference/oracle_reward']:>16.3f}{ev['policy/oracle_reward']:>10.3f}",
+            f"{'exact sort rate':22}{ev['reference/exact_sort']:>16.3f}{ev['policy/exact_sort']:>10.3f}",
+            f"{'valid permutation':22}{ev['reference/valid_permutation']:>16.3f}{ev['policy/valid_permutation']:>10.3f}",
+            f"{'response length':22}{ev['reference/length']:>16.2f}{ev['policy/length']:>10.2f}",
+            f"{'win rate vs reference':22}{'':>16}{ev['win_rate']:>10.3f}",
+            f"{'KL(policy || ref)':22}{'':>16}{ev['kl']:>10.3f}",
+        ]
+    elif ev.get("note"):
+        lines.append(ev["note"])
+    lines.append("wall time {wall_s:.1f}s (build {build_s:.1f}s, SFT {sft_s:.1f}s, training {train_s:.1f}s, "
+                 "eval {eval_s:.1f}s)".format(**tm))
+    lines.append(f"run directory: {results['run_dir']}")
+    return "\n".join(lines)
+
+
+def wandb_mode(requested: str) -> str:
+    """auto = online when the user is logged in (an API key is configured), offline otherwise."""
+    if requested != "auto":
+        return requested
+    if os.environ.get("WANDB_API_KEY"):
+        return "online"
+    netrc = Path.home() / ".netrc"
+    if netrc.exists() and "api.wandb.ai" in netrc.read_text():
+        return "online"
+    return "offline"

@@ -1,0 +1,1 @@
+"""Trainers: TRL subclasses (the list trainer) and the cached SFT stage that builds the reference."""

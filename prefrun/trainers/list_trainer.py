@@ -1,0 +1,144 @@
+"""The list trainer: TRL's DPOTrainer, taught to train any registered objective on lists of K responses.
+
+What TRL does is kept: model/PEFT setup, the fused LM head (per-token log-probs without [B, T, V]
+logits), precomputed reference log-probs (so no second model is held during training), accelerate,
+logging. What is new: records of K responses (one forward over all ΣK sequences of a batch), the
+reference log-probs per list entry (cached across runs, see ``ref_cache``), and the objective call.
+The trainer never asks an objective's name; it reads the spec (reference or not, data shape).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from datasets import Dataset
+from torch.utils.data import DataLoader
+from trl import DPOTrainer
+from trl.models.utils import disable_gradient_checkpointing
+from trl.trainer.utils import use_adapter
+
+from prefrun.data.collator import ListCollator, to_lists
+from prefrun.objectives import Objective
+
+try:
+    from peft import PeftModel
+except ImportError:  # pragma: no cover - peft is a dependency
+    PeftModel = ()  # type: ignore[misc,assignment]
+
+
+class ListTrainer(DPOTrainer):
+    """Train ``objective`` on a dataset of tokenized records (prompt_ids, response_ids[K], scores[K]).
+
+    ``ref_cache`` (optional) maps a tokenized dataset to its reference log-probs and back, so a sweep
+    computes them once (see prefrun.trainers.ref_cache).
+    """
+
+    _tag_names = ["trl", "prefrun"]
+
+    def __init__(
+        self,
+        model: Any,
+        objective: Objective,
+        args: Any,
+        train_dataset: Dataset,
+        processing_class: Any,
+        ref_cache: Any = None,
+        **kwargs: Any,
+    ):
+        self.objective = objective
+        self.ref_cache = ref_cache
+        self.policy_forwards = 0  # counted for the one-pass-per-list guarantee (tests read it)
+        self.reference_forwards = 0
+        # Reference log-probs are always precomputed from the initial policy (= the reference) before
+        # training, so TRL never loads a second model; reference-free objectives skip them entirely.
+        args.precompute_ref_log_probs = True
+        super().__init__(
+            model=model,
+            args=args,
+            train_dataset=train_dataset,
+            processing_class=processing_class,
+            data_collator=ListCollator(pad_token_id=processing_class.pad_token_id),
+            **kwargs,
+        )
+
+    # --- data ---------------------------------------------------------------------------------------
+    def _prepare_dataset(self, dataset: Dataset, processing_class: Any, args: Any, dataset_name: str) -> Dataset:
+        if "prompt_ids" not in dataset.column_names:
+            raise ValueError("ListTrainer expects tokenized records (prompt_ids, response_ids, scores)")
+        return dataset
+
+    def _set_signature_columns_if_needed(self) -> None:
+        if self._signature_columns is None:
+            self._signature_columns = ["prompt_ids", "response_ids", "scores", "ref_logps", "labels", "p_chosen"]
+
+    # --- reference log-probs --------------------------------------------------------------------------
+    def _precompute_ref_logps(self, dataset: Dataset, name: str, batch_size: int) -> Dataset:
+        if not self.objective.needs_reference or "ref_logps" in dataset.column_names:
+            return dataset
+        if self.ref_cache is not None:
+            cached = self.ref_cache.load(dataset)
+            if cached is not None:
+                return dataset.add_column("ref_logps", cached)
+        ref_logps = self.compute_reference_logps(dataset, batch_size)
+        if self.ref_cache is not None and self.accelerator.is_main_process:
+            self.ref_cache.store(dataset, ref_logps)
+        return dataset.add_column("ref_logps", ref_logps)
+
+    def compute_reference_logps(self, dataset: Dataset, batch_size: int) -> list[list[float]]:
+        """Summed reference log-probs of every response, as a list of K floats per record."""
+        loader = DataLoader(dataset, batch_size=batch_size, collate_fn=self.data_collator, shuffle=False)
+        model = self.ref_model or self.model
+        out: list[list[float]] = []
+        device = self.accelerator.device
+        model.to(device)
+        for batch in loader:
+            batch = {k: v.to(device) for k, v in batch.items()}
+            logps, _ = self._response_logps(model, batch, reference=True)
+            lists = to_lists(logps, batch["list_index"], batch["mask"].shape[0], batch["mask"].shape[1])
+            out.extend(row[m].tolist() for row, m in zip(lists.cpu(), batch["mask"].cpu()))
+        return out
+
+    # --- forward -----------------------------------------------------------------------------------
+    def _response_logps(self, model: Any, batch: dict[str, torch.Tensor], reference: bool = False):
+        """Summed log-probs [N] and token counts [N] of the responses in ``batch``, one forward."""
+        completion_mask = batch["completion_mask"]
+        labels = batch["input_ids"].masked_fill(completion_mask == 0, -100)
+        kwargs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"], "use_cache": False}
+        context: Callable[[], Any] = contextlib.nullcontext
+        if reference:
+            self.reference_forwards += 1
+            unwrapped = self.accelerator.unwrap_model(model)
+            if isinstance(unwrapped, PeftModel):
+                name = "ref" if "ref" in unwrapped.peft_config else None
+                context = lambda: use_adapter(unwrapped, adapter_name=name)  # noqa: E731
+            with torch.no_grad(), disable_gradient_checkpointing(model, self.args.gradient_checkpointing_kwargs):
+                with context():
+                    per_token = model(**kwargs, labels=labels, fused_lm_head=True).log_probs
+        else:
+            self.policy_forwards += 1
+            per_token = model(**kwargs, labels=labels, fused_lm_head=True).log_probs
+        shift_mask = completion_mask[:, 1:]
+        per_token = per_token[:, -shift_mask.size(1) :]
+        return (per_token * shift_mask).sum(dim=1), shift_mask.sum(dim=1)
+
+    def _compute_loss(self, model: Any, inputs: dict[str, torch.Tensor], return_outputs: bool):
+        mode = "train" if self.model.training else "eval"
+        mask = inputs["mask"]
+        b, k = mask.shape
+        logps, lengths = self._response_logps(model, inputs)
+        policy_logps = to_lists(logps, inputs["list_index"], b, k)
+        lengths = to_lists(lengths.to(logps.dtype), inputs["list_index"], b, k)
+        ref_logps = inputs.get("ref_logps")
+        extra = {name: inputs[name] for name in ("labels", "p_chosen") if name in inputs}
+        out = self.objective(policy_logps, ref_logps, inputs["scores"], mask=mask, lengths=lengths, **extra)
+        for key, value in out.metrics.items():
+            self._metrics[mode][key].append(value)
+        if mode == "train":
+            self._total_train_tokens += int(inputs["attention_mask"].sum().item())
+        self._metrics[mode]["num_tokens"] = [self._total_train_tokens]
+        if return_outputs:
+            return out.loss, {"policy_logps": policy_logps}
+        return out.loss

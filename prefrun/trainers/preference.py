@@ -1,0 +1,133 @@
+"""Preference training of one run: tokenized records → ListTrainer → trained policy.
+
+Builds TRL's DPOConfig from the run config (hardware, precision, batch, schedule), the reference
+log-prob cache, the metrics.jsonl and W&B logging, and returns the policy with its reference.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from prefrun.data.records import Record
+from prefrun.data.tokenize import tokenize_record
+from prefrun.objectives import Objective
+from prefrun.results.metrics_log import MetricsFile, MetricsFileCallback
+
+EXTRA_FIELDS = ("labels", "p_chosen")
+
+
+def tokenized_dataset(records: list[Record], tokenizer: Any, cfg: DictConfig) -> Any:
+    """A datasets.Dataset of prompt_ids, response_ids[K], scores[K] (+ labels, p_chosen when present)."""
+    from datasets import Dataset
+
+    rows = []
+    for record in records:
+        row = tokenize_record(record, tokenizer, cfg.train.max_prompt_len, cfg.train.max_response_len)
+        row["scores"] = record["scores"]
+        for name in EXTRA_FIELDS:
+            if name in record:
+                row[name] = record[name]
+        rows.append(row)
+    return Dataset.from_list(rows)
+
+
+def dpo_config(cfg: DictConfig, output_dir: Path, steps: int, device: str, report_to: list[str]) -> Any:
+    from trl import DPOConfig
+
+    hw = cfg.hardware
+    return DPOConfig(
+        output_dir=str(output_dir),
+        max_steps=steps,
+        per_device_train_batch_size=cfg.train.batch_size // max(1, hw.num_processes * hw.num_nodes),
+        learning_rate=cfg.train.lr,
+        lr_scheduler_type=cfg.train.scheduler,
+        warmup_steps=cfg.train.warmup_steps,
+        optim=cfg.train.optimizer,
+        logging_steps=cfg.train.logging_steps,
+        save_strategy="steps" if cfg.run.checkpoint_steps else "no",
+        save_steps=cfg.run.checkpoint_steps or 500,
+        report_to=report_to,
+        use_cpu=device == "cpu",
+        # TRL's config turns bf16 autocast on even with use_cpu: set precision explicitly.
+        bf16=hw.mixed_precision == "bf16" and device != "cpu",
+        fp16=hw.mixed_precision == "fp16" and device != "cpu",
+        gradient_checkpointing=hw.gradient_checkpointing,
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        disable_tqdm=True,
+        remove_unused_columns=False,
+        precompute_ref_log_probs=True,
+        precompute_ref_batch_size=max(cfg.train.batch_size, 64),
+        max_length=None,
+        dataloader_num_workers=0,
+        save_only_model=False,
+    )
+
+
+def init_wandb(cfg: DictConfig, run_dir: Path) -> list[str]:
+    """Start the W&B run (offline unless logged in) inside the run directory; [] when logger=none."""
+    if cfg.logger.name != "wandb":
+        return []
+    import os
+
+    import wandb
+
+    from prefrun.run import wandb_mode
+
+    os.environ.setdefault("WANDB_SILENT", "true")
+    name = run_dir.relative_to(Path(cfg.paths.output_dir)).as_posix() if run_dir.is_relative_to(
+        Path(cfg.paths.output_dir)) else run_dir.name
+    wandb.init(
+        project=cfg.logger.project, entity=cfg.logger.entity, group=cfg.logger.group,
+        tags=list(cfg.logger.tags), name=name, dir=str(run_dir), mode=wandb_mode(cfg.logger.mode),
+        config=OmegaConf.to_container(cfg, resolve=True), reinit="finish_previous",
+    )
+    return ["wandb"]
+
+
+def train_preference(
+    cfg: DictConfig, objective: Objective, records: list[Record], reference_path: str, run_dir: Path, device: str
+) -> tuple[Any, Any, Any, dict[str, Any]]:
+    """Train ``objective`` from the reference at ``reference_path``; returns (policy, reference, tokenizer, stats)."""
+    import torch
+
+    from prefrun.models.loading import load_model_and_tokenizer, lora_config
+    from prefrun.trainers.list_trainer import ListTrainer
+    from prefrun.trainers.ref_cache import ReferenceCache, model_fingerprint, tokenizer_fingerprint
+
+    torch.manual_seed(cfg.seed)
+    policy, tokenizer = load_model_and_tokenizer(reference_path, cfg.model, device)
+    dataset = tokenized_dataset(records, tokenizer, cfg)
+    ref_cache = None
+    if cfg.cache.reference in ("on", True) and objective.needs_reference:
+        ref_cache = ReferenceCache(Path(cfg.paths.cache_dir) / "reference",
+                                   model_fingerprint(reference_path, cfg.model.get("revision")),
+                                   tokenizer_fingerprint(tokenizer), str(policy.dtype))
+    report_to = init_wandb(cfg, run_dir)
+    args = dpo_config(cfg, run_dir / "checkpoints", cfg.train.steps, device, report_to)
+    trainer = ListTrainer(
+        model=policy, objective=objective, args=args, train_dataset=dataset, processing_class=tokenizer,
+        ref_cache=ref_cache, peft_config=lora_config(cfg.model),
+        callbacks=[MetricsFileCallback(MetricsFile(run_dir / "metrics.jsonl"), "train")],
+    )
+    trainer.train()
+    stats = {
+        "examples": len(dataset),
+        "policy_forwards": trainer.policy_forwards,
+        "reference_forwards": trainer.reference_forwards,
+        "reference_cache": None if ref_cache is None else {"hits": ref_cache.hits, "misses": ref_cache.misses},
+        "train_runtime_s": trainer.state.log_history[-1].get("train_runtime") if trainer.state.log_history else None,
+        "num_tokens": trainer._total_train_tokens,
+    }
+    if report_to:
+        import wandb
+
+        wandb.finish()
+    model = trainer.model
+    if hasattr(model, "merge_and_unload"):
+        model = model.merge_and_unload()
+    reference, _ = load_model_and_tokenizer(reference_path, cfg.model, device)
+    return model.eval(), reference.eval(), tokenizer, stats

@@ -1,0 +1,86 @@
+"""Reference log-probs shared across the runs of a sweep, keyed by content.
+
+The key hashes everything the numbers depend on: the reference model (its weight files' bytes for a
+local directory, its hub id + revision otherwise), the tokenizer (vocabulary and chat template), the
+tokenized dataset (prompt and response token ids, which carry the max lengths and truncation) and
+the dtype. Change any of them and the key changes. Entries are written to a temporary file and
+renamed, so two jobs filling the cache at once never tear a read; the later rename wins with
+identical content.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+
+def _hash_file(h: Any, path: Path) -> None:
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+
+
+def model_fingerprint(path: str, revision: str | None = None) -> str:
+    """sha256 of a local model directory's weight files, or of a hub id + revision."""
+    h = hashlib.sha256()
+    local = Path(path)
+    if local.is_dir():
+        files = sorted(p for p in local.iterdir() if p.suffix in {".safetensors", ".bin"} or p.name == "config.json")
+        for p in files:
+            h.update(p.name.encode())
+            _hash_file(h, p)
+    else:
+        h.update(f"{path}@{revision}".encode())
+    return h.hexdigest()
+
+
+def tokenizer_fingerprint(tokenizer: Any) -> str:
+    blob = json.dumps({"vocab": sorted(tokenizer.get_vocab().items()), "template": tokenizer.chat_template,
+                       "eos": tokenizer.eos_token_id}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def dataset_fingerprint(dataset: Any) -> str:
+    h = hashlib.sha256()
+    for prompt_ids, response_ids in zip(dataset["prompt_ids"], dataset["response_ids"]):
+        h.update(json.dumps([prompt_ids, response_ids]).encode())
+    return h.hexdigest()
+
+
+class ReferenceCache:
+    """``load(dataset)`` → list of K floats per record, or None; ``store(dataset, values)``."""
+
+    def __init__(self, cache_dir: str | os.PathLike, model_key: str, tokenizer_key: str, dtype: str):
+        self.dir = Path(cache_dir)
+        self.base_key = {"model": model_key, "tokenizer": tokenizer_key, "dtype": dtype}
+        self.hits = 0
+        self.misses = 0
+
+    def path_for(self, dataset: Any) -> Path:
+        key = {**self.base_key, "data": dataset_fingerprint(dataset)}
+        digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:32]
+        return self.dir / f"ref-{digest}.json"
+
+    def load(self, dataset: Any) -> list[list[float]] | None:
+        path = self.path_for(dataset)
+        if not path.exists():
+            self.misses += 1
+            return None
+        values = json.loads(path.read_text())
+        if len(values) != len(dataset):
+            self.misses += 1
+            return None
+        self.hits += 1
+        return values
+
+    def store(self, dataset: Any, values: list[list[float]]) -> None:
+        path = self.path_for(dataset)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".ref-")
+        with os.fdopen(fd, "w") as f:
+            json.dump(values, f)
+        os.replace(tmp, path)
