@@ -52,4 +52,4 @@ def main() -> None:
 def compare_main() -> None:
     from prefrun.results.compare import main as compare
 
-    compare(sys.argv[1:])
+    sys.exit(compare(sys.argv[1:]))

@@ -68,6 +68,14 @@ def shape_for_objective(records: list[dict], objective: Objective, dataset_cfg: 
     return records
 
 
+def records_fingerprint(records: list[dict]) -> str:
+    """A content hash of records: what the SFT cache key needs, and nothing unrelated to them."""
+    import hashlib
+    import json
+
+    return hashlib.sha256(json.dumps(records, sort_keys=True).encode()).hexdigest()
+
+
 def check_run_dir(run_dir: Path, cfg: DictConfig) -> None:
     """Refuse to rerun into a finished run unless asked; a partial one is resumed or restarted."""
     if (run_dir / "results.json").exists() and not cfg.run.overwrite:
@@ -121,7 +129,7 @@ def run(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None) -> d
             raise PrefrunError(f"sft.enabled=true but dataset {cfg.dataset.name} provides no SFT data")
         sft_cfg = {k: cfg.sft[k] for k in ("steps", "batch_size", "lr", "warmup_steps")}
         sft_cfg.update(seed=0, max_prompt_len=cfg.train.max_prompt_len, max_response_len=cfg.train.max_response_len)
-        fingerprint = OmegaConf.to_yaml(cfg.dataset)
+        fingerprint = records_fingerprint(data.sft)
         reference_path = str(run_sft(base, data.sft, sft_cfg, cache_dir / "sft", fingerprint))
     timings["sft_s"] = time.time() - t
 
@@ -154,6 +162,7 @@ def run(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None) -> d
         "eval": evaluation,
         "training": train_stats,
         "timings": timings,
+        "variant": run_dir.parent.name,  # the override part of the run directory
         "run_dir": str(run_dir),
     }
     write_json(run_dir / "results.json", results)  # last: its presence marks the run finished

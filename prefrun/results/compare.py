@@ -1,0 +1,86 @@
+"""prefrun-compare: one table over every results.json under a path (a sweep, a study, a whole outputs/).
+
+Runs that differ only by seed form one row: objective, hyperparameters, seeds, then mean ± std of
+each metric. ``--csv FILE`` writes the same table as CSV.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import statistics
+import sys
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+METRICS = [
+    ("policy/oracle_reward", "reward"),
+    ("reference/oracle_reward", "ref reward"),
+    ("win_rate", "win rate"),
+    ("kl", "KL"),
+    ("policy/exact_sort", "exact"),
+    ("policy/valid_permutation", "valid"),
+    ("policy/length", "length"),
+]
+
+
+def load_results(root: str | Path) -> list[dict[str, Any]]:
+    return [json.loads(p.read_text()) for p in sorted(Path(root).rglob("results.json"))]
+
+
+def _group_key(r: dict[str, Any]) -> tuple:
+    hp = ",".join(f"{k}={v}" for k, v in sorted(r.get("hparams", {}).items()))
+    train = r.get("train", {})
+    variant = r.get("variant") or ""
+    return (r.get("dataset"), r.get("model"), r.get("objective"), variant, hp, train.get("lr"), train.get("steps"))
+
+
+def table(results: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    groups: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
+    for r in results:
+        groups[_group_key(r)].append(r)
+    header = ["dataset", "model", "objective", "variant", "hparams", "lr", "steps", "seeds"]
+    header += [label for _, label in METRICS]
+    rows = []
+    for key, runs in sorted(groups.items(), key=lambda kv: tuple(str(x) for x in kv[0])):
+        row = [str(x) for x in key] + [",".join(str(r.get("seed")) for r in runs)]
+        for metric, _ in METRICS:
+            values = [r["eval"][metric] for r in runs if metric in r.get("eval", {})]
+            if not values:
+                row.append("-")
+            elif len(values) == 1:
+                row.append(f"{values[0]:.3f}")
+            else:
+                row.append(f"{statistics.fmean(values):.3f} ± {statistics.stdev(values):.3f}")
+        rows.append(row)
+    return header, rows
+
+
+def format_table(header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths))]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="prefrun-compare", description=__doc__.splitlines()[0])
+    parser.add_argument("path", help="a directory holding run directories (searched recursively)")
+    parser.add_argument("--csv", help="also write the table to this CSV file")
+    args = parser.parse_args(argv)
+    if not Path(args.path).exists():
+        print(f"prefrun-compare: error: {args.path} does not exist", file=sys.stderr)
+        return 2
+    results = load_results(args.path)
+    if not results:
+        print(f"prefrun-compare: error: no results.json under {args.path}", file=sys.stderr)
+        return 2
+    header, rows = table(results)
+    print(format_table(header, rows))
+    if args.csv:
+        with open(args.csv, "w", newline="") as f:
+            csv.writer(f).writerows([header, *rows])
+    return 0
