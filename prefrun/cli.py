@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
@@ -33,6 +34,13 @@ def _main(cfg) -> None:  # noqa: ANN001 - Hydra passes a DictConfig
         print(summary_table(results))
     except PrefrunError as e:
         print(f"prefrun: error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except OmegaConfBaseException as e:  # a bad or missing config value, found when resolving
+        print(
+            f"prefrun: error: config: {str(e).splitlines()[0]} ({getattr(e, 'full_key', '')}); "
+            "check the key with `prefrun --cfg job`",
+            file=sys.stderr,
+        )
         sys.exit(2)
 
 

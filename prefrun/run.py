@@ -24,13 +24,19 @@ log = logging.getLogger("prefrun")
 
 def build_objective(objective_cfg: Any) -> Objective:
     """The objective named by ``objective.name`` with every other key as a hyperparameter."""
-    hparams = {k: v for k, v in OmegaConf.to_container(objective_cfg, resolve=True).items() if k not in OBJECTIVE_META}
+    hparams = {
+        k: v
+        for k, v in OmegaConf.to_container(objective_cfg, resolve=True).items()
+        if k not in OBJECTIVE_META
+    }
     objective = get_objective(objective_cfg.name, **hparams)
     spec = get_spec(objective_cfg.name)
     for key in ("data", "needs_reference"):
         if key in objective_cfg and objective_cfg[key] != getattr(spec, key):
-            raise PrefrunError(f"objective.{key}={objective_cfg[key]} contradicts the registered {spec.name!r} "
-                               f"({getattr(spec, key)}); remove the override")
+            raise PrefrunError(
+                f"objective.{key}={objective_cfg[key]} contradicts the registered {spec.name!r} "
+                f"({getattr(spec, key)}); remove the override"
+            )
     return objective
 
 
@@ -47,24 +53,34 @@ def shape_for_objective(records: list[dict], objective: Objective, dataset_cfg: 
             kwargs = {"threshold": dataset_cfg.unpaired_threshold} if mode == "threshold" else {}
             records, dropped = to_unpaired(records, mode, **kwargs)
     elif has_labels:
-        raise PrefrunError(f"dataset {dataset_cfg.name} holds unpaired feedback (prompt, completion, label); "
-                           f"objective {spec.name} needs {spec.data} data: use objective=kto or objective=bco")
+        raise PrefrunError(
+            f"dataset {dataset_cfg.name} holds unpaired feedback (prompt, completion, label); "
+            f"objective {spec.name} needs {spec.data} data: use objective=kto or objective=bco"
+        )
     elif spec.data == "pairwise":
         shortest = min(len(r["responses"]) for r in records)
         if shortest < 2:
-            raise PrefrunError(f"objective {spec.name} needs pairs but dataset {dataset_cfg.name} has lists of "
-                               f"{shortest} response(s); use a pairwise or list dataset")
+            raise PrefrunError(
+                f"objective {spec.name} needs pairs but dataset {dataset_cfg.name} has lists of "
+                f"{shortest} response(s); use a pairwise or list dataset"
+            )
         # Always through to_pairs: it orders each pair chosen-first and drops ties, also when K = 2.
         records, dropped = to_pairs(records, dataset_cfg.get("pairs", "best_worst"))
     else:
         short = [i for i, r in enumerate(records) if len(r["responses"]) < spec.min_k]
         if short:
-            raise PrefrunError(f"objective {spec.name} needs lists of at least {spec.min_k} responses; dataset "
-                               f"{dataset_cfg.name} row {short[0]} has {len(records[short[0]]['responses'])}; "
-                               "drop short lists with dataset.min_k")
+            raise PrefrunError(
+                f"objective {spec.name} needs lists of at least {spec.min_k} responses; dataset "
+                f"{dataset_cfg.name} row {short[0]} has {len(records[short[0]]['responses'])}; "
+                "drop short lists with dataset.min_k"
+            )
     if dropped:
-        log.warning("%d prompt(s) of dataset %s yield no %s example (tied scores) and are skipped",
-                    dropped, dataset_cfg.name, spec.data)
+        log.warning(
+            "%d prompt(s) of dataset %s yield no %s example (tied scores) and are skipped",
+            dropped,
+            dataset_cfg.name,
+            spec.data,
+        )
     return records
 
 
@@ -79,8 +95,10 @@ def records_fingerprint(records: list[dict]) -> str:
 def check_run_dir(run_dir: Path, cfg: DictConfig) -> None:
     """Refuse to rerun into a finished run unless asked; a partial one is resumed or restarted."""
     if (run_dir / "results.json").exists() and not cfg.run.overwrite:
-        raise PrefrunError(f"{run_dir} already holds a finished run; pass run.overwrite=true to replace it "
-                           "or choose another seed/override")
+        raise PrefrunError(
+            f"{run_dir} already holds a finished run; pass run.overwrite=true to replace it "
+            "or choose another seed/override"
+        )
 
 
 def run(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None) -> dict[str, Any]:
@@ -105,8 +123,10 @@ def run(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None) -> d
         raise PrefrunError(f"dataset {cfg.dataset.name} is empty; check dataset.path and dataset.splits")
     train_records = shape_for_objective(data.train, objective, cfg.dataset)
     if not train_records:
-        raise PrefrunError(f"dataset {cfg.dataset.name} yields no training example for objective "
-                           f"{objective.name} (all lists tied?)")
+        raise PrefrunError(
+            f"dataset {cfg.dataset.name} yields no training example for objective "
+            f"{objective.name} (all lists tied?)"
+        )
 
     import torch
 
@@ -128,7 +148,9 @@ def run(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None) -> d
         if data.sft is None:
             raise PrefrunError(f"sft.enabled=true but dataset {cfg.dataset.name} provides no SFT data")
         sft_cfg = {k: cfg.sft[k] for k in ("steps", "batch_size", "lr", "warmup_steps")}
-        sft_cfg.update(seed=0, max_prompt_len=cfg.train.max_prompt_len, max_response_len=cfg.train.max_response_len)
+        sft_cfg.update(
+            seed=0, max_prompt_len=cfg.train.max_prompt_len, max_response_len=cfg.train.max_response_len
+        )
         fingerprint = records_fingerprint(data.sft)
         reference_path = str(run_sft(base, data.sft, sft_cfg, cache_dir / "sft", fingerprint))
     timings["sft_s"] = time.time() - t
@@ -144,8 +166,17 @@ def run(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None) -> d
     if cfg.eval.name == "oracle" and data.reward_fn is not None:
         from prefrun.evaluation.oracle import evaluate
 
-        evaluation = evaluate(policy, reference, tokenizer, data.eval_prompts[: cfg.eval.prompts], data.reward_fn,
-                              data.strict_fns, cfg.eval.max_new_tokens, cfg.eval.batch_size, cfg.eval.seed)
+        evaluation = evaluate(
+            policy,
+            reference,
+            tokenizer,
+            data.eval_prompts[: cfg.eval.prompts],
+            data.reward_fn,
+            data.strict_fns,
+            cfg.eval.max_new_tokens,
+            cfg.eval.batch_size,
+            cfg.eval.seed,
+        )
     elif cfg.eval.name == "oracle":
         evaluation = {"note": f"dataset {cfg.dataset.name} has no oracle; only training metrics are reported"}
     timings["eval_s"] = time.time() - t
@@ -173,8 +204,10 @@ def summary_table(results: dict[str, Any]) -> str:
     """The short table `prefrun` prints: reference vs policy on the oracle, KL, win rate, wall time."""
     ev = results["eval"]
     tm = results["timings"]
-    lines = [f"prefrun: {results['objective']} on {results['dataset']} with {results['model']} "
-             f"(seed {results['seed']})"]
+    lines = [
+        f"prefrun: {results['objective']} on {results['dataset']} with {results['model']} "
+        f"(seed {results['seed']})"
+    ]
     if "policy/oracle_reward" in ev:
         lines += [
             f"{'':22}{'reference (SFT)':>16}{'policy':>10}",
@@ -187,8 +220,10 @@ def summary_table(results: dict[str, Any]) -> str:
         ]
     elif ev.get("note"):
         lines.append(ev["note"])
-    lines.append("wall time {wall_s:.1f}s (build {build_s:.1f}s, SFT {sft_s:.1f}s, training {train_s:.1f}s, "
-                 "eval {eval_s:.1f}s)".format(**tm))
+    lines.append(
+        "wall time {wall_s:.1f}s (build {build_s:.1f}s, SFT {sft_s:.1f}s, training {train_s:.1f}s, "
+        "eval {eval_s:.1f}s)".format(**tm)
+    )
     lines.append(f"run directory: {results['run_dir']}")
     return "\n".join(lines)
 

@@ -10,8 +10,14 @@ os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-MICRO = {"hidden_size": 32, "intermediate_size": 64, "num_layers": 2, "num_heads": 2,
-         "max_position_embeddings": 256, "init_seed": 0}
+MICRO = {
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_layers": 2,
+    "num_heads": 2,
+    "max_position_embeddings": 256,
+    "init_seed": 0,
+}
 
 
 @pytest.fixture(scope="session")
@@ -27,4 +33,6 @@ def micro_model_dir(tmp_path_factory):
 def micro_model(micro_model_dir):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    return AutoModelForCausalLM.from_pretrained(micro_model_dir), AutoTokenizer.from_pretrained(micro_model_dir)
+    return AutoModelForCausalLM.from_pretrained(micro_model_dir), AutoTokenizer.from_pretrained(
+        micro_model_dir
+    )

@@ -27,8 +27,14 @@ def sample(model: Any, tokenizer: Any, prompts: list[str], max_new_tokens: int, 
         chunk = prompts[i : i + batch_size]
         enc = tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
         out = model.generate(
-            **enc, do_sample=True, temperature=1.0, top_k=0, top_p=1.0, max_new_tokens=max_new_tokens,
-            pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+            **enc,
+            do_sample=True,
+            temperature=1.0,
+            top_k=0,
+            top_p=1.0,
+            max_new_tokens=max_new_tokens,
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id,
         )
         for row in out[:, enc["input_ids"].shape[1] :].tolist():
             if tokenizer.eos_token_id in row:
@@ -42,7 +48,9 @@ def sample(model: Any, tokenizer: Any, prompts: list[str], max_new_tokens: int, 
 
 
 @torch.no_grad()
-def sequence_logps(model: Any, tokenizer: Any, prompts: list[str], responses: list[list[int]], batch_size: int):
+def sequence_logps(
+    model: Any, tokenizer: Any, prompts: list[str], responses: list[list[int]], batch_size: int
+):
     """Summed log π(response | prompt) for each pair, from one forward per batch."""
     out = []
     for i in range(0, len(prompts), batch_size):
@@ -52,7 +60,9 @@ def sequence_logps(model: Any, tokenizer: Any, prompts: list[str], responses: li
             rows.append(p_ids + r)
             masks.append([0] * len(p_ids) + [1] * len(r))
         width = max(map(len, rows))
-        ids = torch.tensor([r + [tokenizer.pad_token_id] * (width - len(r)) for r in rows], device=model.device)
+        ids = torch.tensor(
+            [r + [tokenizer.pad_token_id] * (width - len(r)) for r in rows], device=model.device
+        )
         att = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows], device=model.device)
         msk = torch.tensor([m + [0] * (width - len(m)) for m in masks], device=model.device)
         logits = model(input_ids=ids, attention_mask=att).logits[:, :-1].float()

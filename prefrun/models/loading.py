@@ -14,7 +14,14 @@ def base_model_path(model_cfg: Any, words: list[str], cache_dir: str | os.PathLi
     if model_cfg.get("builtin"):
         from prefrun.models.tiny import tiny_model_dir
 
-        keys = ("hidden_size", "intermediate_size", "num_layers", "num_heads", "max_position_embeddings", "init_seed")
+        keys = (
+            "hidden_size",
+            "intermediate_size",
+            "num_layers",
+            "num_heads",
+            "max_position_embeddings",
+            "init_seed",
+        )
         return str(tiny_model_dir({k: model_cfg[k] for k in keys}, words, cache_dir))
     path = str(model_cfg.path)
     looks_local = path.startswith((".", "/", "~")) or os.path.exists(path) or path.count("/") != 1
@@ -54,5 +61,10 @@ def lora_config(model_cfg: Any) -> Any:
     from peft import LoraConfig
 
     lora = model_cfg.lora
-    return LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-                      target_modules=lora.target_modules, task_type="CAUSAL_LM")
+    return LoraConfig(
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=lora.target_modules,
+        task_type="CAUSAL_LM",
+    )

@@ -1,8 +1,8 @@
 """Objectives: pure functions of [B, K] tensors, registered by name.
 
-    from prefrun.objectives import get_objective, available_objectives
-    obj = get_objective("dpo", beta=0.1)
-    out = obj(policy_logps, ref_logps, scores, mask=mask, lengths=lengths)
+from prefrun.objectives import get_objective, available_objectives
+obj = get_objective("dpo", beta=0.1)
+out = obj(policy_logps, ref_logps, scores, mask=mask, lengths=lengths)
 """
 
 from prefrun.objectives.registry import (

@@ -52,8 +52,14 @@ def _chosen_token_nll(policy_logps, scores, mask, lengths) -> torch.Tensor:
 
 def _check_simpo(hp: dict[str, object]) -> None:
     ratio = hparam(hp, "gamma_beta_ratio")
-    require(ratio >= 0, "simpo", "gamma_beta_ratio", ratio, "the target margin γ/β must be ≥ 0",
-            "the SimPO configs use 0.3–0.8")
+    require(
+        ratio >= 0,
+        "simpo",
+        "gamma_beta_ratio",
+        ratio,
+        "the target margin γ/β must be ≥ 0",
+        "the SimPO configs use 0.3–0.8",
+    )
 
 
 @register("simpo", data="pairwise", needs_reference=False, validate=_check_simpo)

@@ -113,9 +113,7 @@ def get_spec(name: str) -> ObjectiveSpec:
     """The registered spec for ``name``; a one-line error listing the choices otherwise."""
     _load_builtin_objectives()
     if name not in _REGISTRY:
-        raise PrefrunError(
-            f"unknown objective {name!r}; available: {', '.join(sorted(_REGISTRY))}"
-        )
+        raise PrefrunError(f"unknown objective {name!r}; available: {', '.join(sorted(_REGISTRY))}")
     return _REGISTRY[name]
 
 
@@ -129,6 +127,15 @@ def get_objective(name: str, **hparams: object) -> Objective:
             f"it takes: {', '.join(sorted(spec.defaults)) or '(none)'}"
         )
     bound = {**spec.defaults, **hparams}
+    for key, default in spec.defaults.items():
+        if isinstance(default, float | int) and not isinstance(default, bool):
+            try:
+                bound[key] = type(default)(bound[key]) if isinstance(default, float) else bound[key]
+                float(bound[key])  # type: ignore[arg-type]
+            except (TypeError, ValueError):
+                raise PrefrunError(
+                    f"objective.{key}={bound[key]!r} is not a number; give a number like {default}"
+                ) from None
     if "beta" in bound and not float(bound["beta"]) > 0:  # type: ignore[arg-type]
         raise PrefrunError(f"objective.beta={bound['beta']} must be > 0; set objective.beta=0.1 for example")
     if spec.validate is not None:

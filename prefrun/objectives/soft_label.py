@@ -61,8 +61,14 @@ def sppo(
 
 def _check_irepo(hp: dict[str, object]) -> None:
     clip = hparam(hp, "p_clip")
-    require(0.0 < clip < 0.5, "irepo", "p_clip", clip,
-            "p̂ is clipped to [p_clip, 1 − p_clip], so p_clip must be in (0, 0.5)", "try 0.01")
+    require(
+        0.0 < clip < 0.5,
+        "irepo",
+        "p_clip",
+        clip,
+        "p̂ is clipped to [p_clip, 1 − p_clip], so p_clip must be in (0, 0.5)",
+        "try 0.01",
+    )
 
 
 @register("irepo", data="pairwise", needs_reference=True, validate=_check_irepo)

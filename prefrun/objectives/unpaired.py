@@ -45,15 +45,17 @@ def _unpaired_metrics(
             return v[sel].mean().item() if bool(sel.any()) else float("nan")
 
         des, und = real & good, real & ~good
-        metrics.update({
-            "rewards/chosen": mean_over(r, des),
-            "rewards/rejected": mean_over(r, und),
-            "logps/chosen": mean_over(lp, des),
-            "logps/rejected": mean_over(lp, und),
-            "lengths/chosen": mean_over(n, des),
-            "lengths/rejected": mean_over(n, und),
-            "rewards/accuracies": mean_over(((r - shift) > 0).eq(good).to(lp.dtype), real),
-        })
+        metrics.update(
+            {
+                "rewards/chosen": mean_over(r, des),
+                "rewards/rejected": mean_over(r, und),
+                "logps/chosen": mean_over(lp, des),
+                "logps/rejected": mean_over(lp, und),
+                "lengths/chosen": mean_over(n, des),
+                "lengths/rejected": mean_over(n, und),
+                "rewards/accuracies": mean_over(((r - shift) > 0).eq(good).to(lp.dtype), real),
+            }
+        )
         metrics["rewards/margins"] = metrics["rewards/chosen"] - metrics["rewards/rejected"]
     return metrics
 
@@ -61,8 +63,14 @@ def _unpaired_metrics(
 def _check_kto(hp: dict[str, object]) -> None:
     for field in ("desirable_weight", "undesirable_weight"):
         weight = hparam(hp, field)
-        require(weight > 0, "kto", field, weight, "the class weight must be > 0",
-                "keep λ_D·n_D/(λ_U·n_U) in [1, 4/3], e.g. 1.0")
+        require(
+            weight > 0,
+            "kto",
+            field,
+            weight,
+            "the class weight must be > 0",
+            "keep λ_D·n_D/(λ_U·n_U) in [1, 4/3], e.g. 1.0",
+        )
 
 
 @register("kto", data="unpaired", needs_reference=True, validate=_check_kto)

@@ -31,8 +31,14 @@ def _out(loss: torch.Tensor, policy_logps, ref_logps, scores, mask, lengths, bet
 def _check_smoothing_half(objective: str):
     def check(hp: dict[str, object]) -> None:
         eps = hparam(hp, "label_smoothing")
-        require(0.0 <= eps < 0.5, objective, "label_smoothing", eps,
-                "it must be in [0, 0.5) (the assumed label-flip rate)", "try 0.1, or 0 for no smoothing")
+        require(
+            0.0 <= eps < 0.5,
+            objective,
+            "label_smoothing",
+            eps,
+            "it must be in [0, 0.5) (the assumed label-flip rate)",
+            "try 0.1, or 0 for no smoothing",
+        )
 
     return check
 
@@ -84,8 +90,14 @@ def nca_pair(
 
 def _check_exo(hp: dict[str, object]) -> None:
     eps = hparam(hp, "label_smoothing")
-    require(0.0 < eps < 1.0, "exo_pair", "label_smoothing", eps,
-            "it must be in (0, 1): EXO takes log ε and log(1 − ε)", "the EXO paper uses 1e-3")
+    require(
+        0.0 < eps < 1.0,
+        "exo_pair",
+        "label_smoothing",
+        eps,
+        "it must be in (0, 1): EXO takes log ε and log(1 − ε)",
+        "the EXO paper uses 1e-3",
+    )
 
 
 @register("exo_pair", data="pairwise", needs_reference=True, validate=_check_exo)

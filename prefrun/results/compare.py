@@ -34,7 +34,15 @@ def _group_key(r: dict[str, Any]) -> tuple:
     hp = ",".join(f"{k}={v}" for k, v in sorted(r.get("hparams", {}).items()))
     train = r.get("train", {})
     variant = r.get("variant") or ""
-    return (r.get("dataset"), r.get("model"), r.get("objective"), variant, hp, train.get("lr"), train.get("steps"))
+    return (
+        r.get("dataset"),
+        r.get("model"),
+        r.get("objective"),
+        variant,
+        hp,
+        train.get("lr"),
+        train.get("steps"),
+    )
 
 
 def table(results: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:

@@ -12,8 +12,20 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-PACKAGES = ["prefrun", "torch", "transformers", "trl", "datasets", "accelerate", "peft", "hydra-core",
-            "omegaconf", "wandb", "tokenizers", "numpy"]
+PACKAGES = [
+    "prefrun",
+    "torch",
+    "transformers",
+    "trl",
+    "datasets",
+    "accelerate",
+    "peft",
+    "hydra-core",
+    "omegaconf",
+    "wandb",
+    "tokenizers",
+    "numpy",
+]
 
 
 def write_atomic(path: str | os.PathLike, text: str) -> None:
@@ -46,10 +58,17 @@ def environment() -> dict[str, Any]:
             versions[name] = None
     repo = Path(__file__).resolve().parents[2]
     try:
-        commit = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True,
-                                timeout=5).stdout.strip() or None
-        dirty = bool(subprocess.run(["git", "-C", str(repo), "status", "--porcelain"], capture_output=True,
-                                    text=True, timeout=5).stdout.strip())
+        commit = (
+            subprocess.run(
+                ["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5
+            ).stdout.strip()
+            or None
+        )
+        dirty = bool(
+            subprocess.run(
+                ["git", "-C", str(repo), "status", "--porcelain"], capture_output=True, text=True, timeout=5
+            ).stdout.strip()
+        )
     except (OSError, subprocess.SubprocessError):
         commit, dirty = None, None
     hardware: dict[str, Any] = {"cpu_count": os.cpu_count(), "machine": platform.machine()}

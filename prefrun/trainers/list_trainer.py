@@ -65,14 +65,23 @@ class ListTrainer(DPOTrainer):
         )
 
     # --- data ---------------------------------------------------------------------------------------
-    def _prepare_dataset(self, dataset: Dataset, processing_class: Any, args: Any, dataset_name: str) -> Dataset:
+    def _prepare_dataset(
+        self, dataset: Dataset, processing_class: Any, args: Any, dataset_name: str
+    ) -> Dataset:
         if "prompt_ids" not in dataset.column_names:
             raise ValueError("ListTrainer expects tokenized records (prompt_ids, response_ids, scores)")
         return dataset
 
     def _set_signature_columns_if_needed(self) -> None:
         if self._signature_columns is None:
-            self._signature_columns = ["prompt_ids", "response_ids", "scores", "ref_logps", "labels", "p_chosen"]
+            self._signature_columns = [
+                "prompt_ids",
+                "response_ids",
+                "scores",
+                "ref_logps",
+                "labels",
+                "p_chosen",
+            ]
 
     # --- reference log-probs --------------------------------------------------------------------------
     def _precompute_ref_logps(self, dataset: Dataset, name: str, batch_size: int) -> Dataset:
@@ -106,7 +115,11 @@ class ListTrainer(DPOTrainer):
         """Summed log-probs [N] and token counts [N] of the responses in ``batch``, one forward."""
         completion_mask = batch["completion_mask"]
         labels = batch["input_ids"].masked_fill(completion_mask == 0, -100)
-        kwargs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"], "use_cache": False}
+        kwargs = {
+            "input_ids": batch["input_ids"],
+            "attention_mask": batch["attention_mask"],
+            "use_cache": False,
+        }
         context: Callable[[], Any] = contextlib.nullcontext
         if reference:
             self.reference_forwards += 1
@@ -114,7 +127,10 @@ class ListTrainer(DPOTrainer):
             if isinstance(unwrapped, PeftModel):
                 name = "ref" if "ref" in unwrapped.peft_config else None
                 context = lambda: use_adapter(unwrapped, adapter_name=name)  # noqa: E731
-            with torch.no_grad(), disable_gradient_checkpointing(model, self.args.gradient_checkpointing_kwargs):
+            with (
+                torch.no_grad(),
+                disable_gradient_checkpointing(model, self.args.gradient_checkpointing_kwargs),
+            ):
                 with context():
                     per_token = model(**kwargs, labels=labels, fused_lm_head=True).log_probs
         else:

@@ -78,18 +78,32 @@ def init_wandb(cfg: DictConfig, run_dir: Path) -> list[str]:
     from prefrun.run import wandb_mode
 
     os.environ.setdefault("WANDB_SILENT", "true")
-    name = run_dir.relative_to(Path(cfg.paths.output_dir)).as_posix() if run_dir.is_relative_to(
-        Path(cfg.paths.output_dir)) else run_dir.name
+    name = (
+        run_dir.relative_to(Path(cfg.paths.output_dir)).as_posix()
+        if run_dir.is_relative_to(Path(cfg.paths.output_dir))
+        else run_dir.name
+    )
     wandb.init(
-        project=cfg.logger.project, entity=cfg.logger.entity, group=cfg.logger.group,
-        tags=list(cfg.logger.tags), name=name, dir=str(run_dir), mode=wandb_mode(cfg.logger.mode),
-        config=OmegaConf.to_container(cfg, resolve=True), reinit="finish_previous",
+        project=cfg.logger.project,
+        entity=cfg.logger.entity,
+        group=cfg.logger.group,
+        tags=list(cfg.logger.tags),
+        name=name,
+        dir=str(run_dir),
+        mode=wandb_mode(cfg.logger.mode),
+        config=OmegaConf.to_container(cfg, resolve=True),
+        reinit="finish_previous",
     )
     return ["wandb"]
 
 
 def train_preference(
-    cfg: DictConfig, objective: Objective, records: list[Record], reference_path: str, run_dir: Path, device: str
+    cfg: DictConfig,
+    objective: Objective,
+    records: list[Record],
+    reference_path: str,
+    run_dir: Path,
+    device: str,
 ) -> tuple[Any, Any, Any, dict[str, Any]]:
     """Train ``objective`` from the reference at ``reference_path``; returns (policy, reference, tokenizer, stats)."""
     import torch
@@ -103,14 +117,22 @@ def train_preference(
     dataset = tokenized_dataset(records, tokenizer, cfg)
     ref_cache = None
     if cfg.cache.reference in ("on", True) and objective.needs_reference:
-        ref_cache = ReferenceCache(Path(cfg.paths.cache_dir) / "reference",
-                                   model_fingerprint(reference_path, cfg.model.get("revision")),
-                                   tokenizer_fingerprint(tokenizer), str(policy.dtype))
+        ref_cache = ReferenceCache(
+            Path(cfg.paths.cache_dir) / "reference",
+            model_fingerprint(reference_path, cfg.model.get("revision")),
+            tokenizer_fingerprint(tokenizer),
+            str(policy.dtype),
+        )
     report_to = init_wandb(cfg, run_dir)
     args = dpo_config(cfg, run_dir / "checkpoints", cfg.train.steps, device, report_to)
     trainer = ListTrainer(
-        model=policy, objective=objective, args=args, train_dataset=dataset, processing_class=tokenizer,
-        ref_cache=ref_cache, peft_config=lora_config(cfg.model),
+        model=policy,
+        objective=objective,
+        args=args,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        ref_cache=ref_cache,
+        peft_config=lora_config(cfg.model),
         callbacks=[MetricsFileCallback(MetricsFile(run_dir / "metrics.jsonl"), "train")],
     )
     trainer.train()
@@ -118,8 +140,12 @@ def train_preference(
         "examples": len(dataset),
         "policy_forwards": trainer.policy_forwards,
         "reference_forwards": trainer.reference_forwards,
-        "reference_cache": None if ref_cache is None else {"hits": ref_cache.hits, "misses": ref_cache.misses},
-        "train_runtime_s": trainer.state.log_history[-1].get("train_runtime") if trainer.state.log_history else None,
+        "reference_cache": None
+        if ref_cache is None
+        else {"hits": ref_cache.hits, "misses": ref_cache.misses},
+        "train_runtime_s": trainer.state.log_history[-1].get("train_runtime")
+        if trainer.state.log_history
+        else None,
         "num_tokens": trainer._total_train_tokens,
     }
     if report_to:

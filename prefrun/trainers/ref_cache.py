@@ -29,7 +29,9 @@ def model_fingerprint(path: str, revision: str | None = None) -> str:
     h = hashlib.sha256()
     local = Path(path)
     if local.is_dir():
-        files = sorted(p for p in local.iterdir() if p.suffix in {".safetensors", ".bin"} or p.name == "config.json")
+        files = sorted(
+            p for p in local.iterdir() if p.suffix in {".safetensors", ".bin"} or p.name == "config.json"
+        )
         for p in files:
             h.update(p.name.encode())
             _hash_file(h, p)
@@ -39,8 +41,14 @@ def model_fingerprint(path: str, revision: str | None = None) -> str:
 
 
 def tokenizer_fingerprint(tokenizer: Any) -> str:
-    blob = json.dumps({"vocab": sorted(tokenizer.get_vocab().items()), "template": tokenizer.chat_template,
-                       "eos": tokenizer.eos_token_id}, sort_keys=True)
+    blob = json.dumps(
+        {
+            "vocab": sorted(tokenizer.get_vocab().items()),
+            "template": tokenizer.chat_template,
+            "eos": tokenizer.eos_token_id,
+        },
+        sort_keys=True,
+    )
     return hashlib.sha256(blob.encode()).hexdigest()
 
 

@@ -19,8 +19,24 @@ from prefrun.objectives import get_objective, get_spec
 from prefrun.objectives.reference_free import log1mexp
 
 ZOO = [
-    "cdpo", "nca_pair", "exo_pair", "apo_zero", "apo_down", "discopop", "aot", "ln_dpo", "sppo_hard",
-    "simpo", "orpo", "cpo", "slic", "asft", "sppo", "irepo", "kto", "bco",
+    "cdpo",
+    "nca_pair",
+    "exo_pair",
+    "apo_zero",
+    "apo_down",
+    "discopop",
+    "aot",
+    "ln_dpo",
+    "sppo_hard",
+    "simpo",
+    "orpo",
+    "cpo",
+    "slic",
+    "asft",
+    "sppo",
+    "irepo",
+    "kto",
+    "bco",
 ]
 REFERENCE_FREE = ["simpo", "orpo", "cpo", "slic", "asft"]
 CONF = Path(__file__).resolve().parents[2] / "conf" / "objective"
@@ -28,6 +44,7 @@ TOL = dict(rel=1e-6, abs=1e-9)
 
 
 # ---- scalar math, one example at a time ----
+
 
 def sig(x: float) -> float:
     return 1 / (1 + math.exp(-x)) if x >= 0 else math.exp(x) / (1 + math.exp(x))
@@ -43,6 +60,7 @@ def mean(xs: list[float]) -> float:
 
 # ---- random batches ----
 
+
 def pair_batch(seed: int, b: int = 7, ties: bool = False):
     """Pairs (K = 2) as float64 tensors plus python lists; scores distinct unless ``ties``."""
     rng = random.Random(seed)
@@ -54,9 +72,14 @@ def pair_batch(seed: int, b: int = 7, ties: bool = False):
         scores[0] = [0.3, 0.3]
     t = dict(dtype=torch.float64)
     return dict(
-        pol=pol, ref=ref, lens=lens, scores=scores,
-        policy_logps=torch.tensor(pol, **t), ref_logps=torch.tensor(ref, **t),
-        scores_t=torch.tensor(scores, **t), lengths=torch.tensor(lens),
+        pol=pol,
+        ref=ref,
+        lens=lens,
+        scores=scores,
+        policy_logps=torch.tensor(pol, **t),
+        ref_logps=torch.tensor(ref, **t),
+        scores_t=torch.tensor(scores, **t),
+        lengths=torch.tensor(lens),
         mask=torch.ones(b, 2, dtype=torch.bool),
     )
 
@@ -68,8 +91,13 @@ def winner_loser(scores: list[float]) -> tuple[int, int]:
 
 def run(name: str, d: dict, ref: bool = True, **kw):
     obj = get_objective(name, **kw)
-    return obj(d["policy_logps"], d["ref_logps"] if ref else None, d["scores_t"], mask=d["mask"],
-               lengths=d["lengths"])
+    return obj(
+        d["policy_logps"],
+        d["ref_logps"] if ref else None,
+        d["scores_t"],
+        mask=d["mask"],
+        lengths=d["lengths"],
+    )
 
 
 def pairs(d: dict):
@@ -80,6 +108,7 @@ def pairs(d: dict):
 
 
 # ---- TRL-native pairwise, with reference ----
+
 
 @pytest.mark.parametrize("eps", [0.0, 0.1, 0.3])
 def test_cdpo(eps):
@@ -124,8 +153,9 @@ def test_apo_zero():
 
 def test_apo_down():
     d, beta = pair_batch(6), 0.1
-    want = [sig(beta * (lw - rw)) + (1 - sig(beta * ((lw - rw) - (ll - rl))))
-            for lw, ll, rw, rl, _, _ in pairs(d)]
+    want = [
+        sig(beta * (lw - rw)) + (1 - sig(beta * ((lw - rw) - (ll - rl)))) for lw, ll, rw, rl, _, _ in pairs(d)
+    ]
     assert run("apo_down", d, beta=beta).loss.item() == pytest.approx(mean(want), **TOL)
 
 
@@ -157,12 +187,15 @@ def test_ln_dpo():
 
 def test_sppo_hard():
     d, beta = pair_batch(10), 0.01
-    want = [((lw - rw) - 1 / (2 * beta)) ** 2 + ((ll - rl) + 1 / (2 * beta)) ** 2
-            for lw, ll, rw, rl, _, _ in pairs(d)]
+    want = [
+        ((lw - rw) - 1 / (2 * beta)) ** 2 + ((ll - rl) + 1 / (2 * beta)) ** 2
+        for lw, ll, rw, rl, _, _ in pairs(d)
+    ]
     assert run("sppo_hard", d, beta=beta).loss.item() == pytest.approx(mean(want), **TOL)
 
 
 # ---- reference-free ----
+
 
 def test_simpo():
     d, beta, ratio = pair_batch(11), 2.5, 0.55
@@ -236,11 +269,17 @@ def test_log1mexp_at_zero_is_finite_with_finite_gradient():
 
 # ---- soft labels ----
 
+
 def test_sppo_on_padded_lists():
     rng = random.Random(17)
     b, k, beta = 5, 4, 0.01
-    real = [[True] * k, [True, True, False, False], [True, True, True, False], [True] * k,
-            [True, False, True, True]]
+    real = [
+        [True] * k,
+        [True, True, False, False],
+        [True, True, True, False],
+        [True] * k,
+        [True, False, True, True],
+    ]
     pol = [[-rng.uniform(5, 60) for _ in range(k)] for _ in range(b)]
     ref = [[-rng.uniform(5, 60) for _ in range(k)] for _ in range(b)]
     scores = [[rng.uniform(-3, 3) for _ in range(k)] for _ in range(b)]
@@ -257,8 +296,13 @@ def test_sppo_on_padded_lists():
     # padding carries garbage that must not leak in
     scores_t = torch.tensor(scores, dtype=torch.float64).masked_fill(~torch.tensor(real), 1e6)
     obj = get_objective("sppo", beta=beta)
-    out = obj(torch.tensor(pol, dtype=torch.float64), torch.tensor(ref, dtype=torch.float64), scores_t,
-              mask=torch.tensor(real), lengths=torch.full((b, k), 7))
+    out = obj(
+        torch.tensor(pol, dtype=torch.float64),
+        torch.tensor(ref, dtype=torch.float64),
+        scores_t,
+        mask=torch.tensor(real),
+        lengths=torch.full((b, k), 7),
+    )
     assert get_spec("sppo").data == "list"
     assert out.loss.item() == pytest.approx(mean(want), **TOL)
 
@@ -286,12 +330,19 @@ def test_irepo_with_p_chosen_clips_and_keeps_tied_pairs():
         q = min(max(p_chosen[i], clip), 1 - clip)
         want.append((beta * ((p[w] - r[w]) - (p[lo] - r[lo])) - logit(q)) ** 2)
     obj = get_objective("irepo", beta=beta, p_clip=clip)
-    out = obj(d["policy_logps"], d["ref_logps"], d["scores_t"], mask=d["mask"], lengths=d["lengths"],
-              p_chosen=torch.tensor(p_chosen, dtype=torch.float64))
+    out = obj(
+        d["policy_logps"],
+        d["ref_logps"],
+        d["scores_t"],
+        mask=d["mask"],
+        lengths=d["lengths"],
+        p_chosen=torch.tensor(p_chosen, dtype=torch.float64),
+    )
     assert out.loss.item() == pytest.approx(mean(want), **TOL)
 
 
 # ---- unpaired ----
+
 
 def unpaired_batch(seed: int, b: int = 9):
     rng = random.Random(seed)
@@ -301,10 +352,15 @@ def unpaired_batch(seed: int, b: int = 9):
     labels[0], labels[1] = True, False
     t = dict(dtype=torch.float64)
     return dict(
-        pol=pol, ref=ref, labels=labels,
+        pol=pol,
+        ref=ref,
+        labels=labels,
         args=(torch.tensor(pol, **t)[:, None], torch.tensor(ref, **t)[:, None], torch.zeros(b, 1, **t)),
-        kw=dict(mask=torch.ones(b, 1, dtype=torch.bool), lengths=torch.full((b, 1), 9),
-                labels=torch.tensor(labels)[:, None]),
+        kw=dict(
+            mask=torch.ones(b, 1, dtype=torch.bool),
+            lengths=torch.full((b, 1), 9),
+            labels=torch.tensor(labels)[:, None],
+        ),
     )
 
 
@@ -350,12 +406,17 @@ def test_unpaired_metrics_split_by_label():
     bad = [beta * (p - r) for p, r, g in zip(u["pol"], u["ref"], u["labels"]) if not g]
     assert out.metrics["rewards/chosen"] == pytest.approx(mean(good), **TOL)
     assert out.metrics["rewards/rejected"] == pytest.approx(mean(bad), **TOL)
-    acc = mean([float((x > 0) == g) for x, g in zip([beta * (p - r) for p, r in zip(u["pol"], u["ref"])],
-                                                    u["labels"])])
+    acc = mean(
+        [
+            float((x > 0) == g)
+            for x, g in zip([beta * (p - r) for p, r in zip(u["pol"], u["ref"])], u["labels"])
+        ]
+    )
     assert out.metrics["rewards/accuracies"] == pytest.approx(acc)
 
 
 # ---- every objective: finite loss and gradients at extreme inputs ----
+
 
 def extras(name: str, b: int) -> dict[str, torch.Tensor]:
     if name == "kto":
@@ -374,8 +435,9 @@ def test_extreme_inputs_stay_finite(name):
     pol.requires_grad_(True)
     ref = torch.tensor([[-3e3, 0.0], [0.0, -3e3], [-2e3, -1e-12], [-0.0, -500.0]], dtype=torch.float32)[:, :k]
     scores = torch.tensor([[1.0, 0.0], [0.0, 1.0], [2.0, -1.0], [0.5, 0.4]])[:, :k]
-    out = get_objective(name)(pol, ref if spec.needs_reference else None, scores,
-                              lengths=torch.full((b, k), 5), **extras(name, b))
+    out = get_objective(name)(
+        pol, ref if spec.needs_reference else None, scores, lengths=torch.full((b, k), 5), **extras(name, b)
+    )
     out.loss.backward()
     assert torch.isfinite(out.loss), out.loss
     assert torch.isfinite(pol.grad).all(), pol.grad
@@ -384,14 +446,23 @@ def test_extreme_inputs_stay_finite(name):
 # ---- validation ----
 
 BAD = [
-    ("cdpo", "label_smoothing", 0.5), ("cdpo", "label_smoothing", -0.1),
-    ("exo_pair", "label_smoothing", 0.0), ("exo_pair", "label_smoothing", 1.0),
-    ("discopop", "tau", 0.0), ("aot", "label_smoothing", 0.5),
-    ("simpo", "gamma_beta_ratio", -0.1), ("cpo", "cpo_alpha", -1.0),
-    ("slic", "delta", -1.0), ("slic", "reg_weight", -0.5), ("asft", "align_weight", -0.1),
-    ("irepo", "p_clip", 0.0), ("irepo", "p_clip", 0.5),
-    ("kto", "desirable_weight", 0.0), ("kto", "undesirable_weight", -1.0),
-    ("cdpo", "label_smoothing", float("nan")), ("asft", "align_weight", "lots"),
+    ("cdpo", "label_smoothing", 0.5),
+    ("cdpo", "label_smoothing", -0.1),
+    ("exo_pair", "label_smoothing", 0.0),
+    ("exo_pair", "label_smoothing", 1.0),
+    ("discopop", "tau", 0.0),
+    ("aot", "label_smoothing", 0.5),
+    ("simpo", "gamma_beta_ratio", -0.1),
+    ("cpo", "cpo_alpha", -1.0),
+    ("slic", "delta", -1.0),
+    ("slic", "reg_weight", -0.5),
+    ("asft", "align_weight", -0.1),
+    ("irepo", "p_clip", 0.0),
+    ("irepo", "p_clip", 0.5),
+    ("kto", "desirable_weight", 0.0),
+    ("kto", "undesirable_weight", -1.0),
+    ("cdpo", "label_smoothing", float("nan")),
+    ("asft", "align_weight", "lots"),
 ]
 
 
@@ -409,16 +480,25 @@ def test_beta_must_be_positive(name):
         get_objective(name, beta=0.0)
 
 
-@pytest.mark.parametrize(("name", "hp"), [
-    ("cdpo", {"label_smoothing": 0.0}), ("aot", {"label_smoothing": 0.49}),
-    ("exo_pair", {"label_smoothing": 0.5}), ("simpo", {"gamma_beta_ratio": 0.0}), ("cpo", {"cpo_alpha": 0.0}),
-    ("slic", {"delta": 0.0, "reg_weight": 0.0}), ("asft", {"align_weight": 0.0}), ("irepo", {"p_clip": 0.49}),
-])
+@pytest.mark.parametrize(
+    ("name", "hp"),
+    [
+        ("cdpo", {"label_smoothing": 0.0}),
+        ("aot", {"label_smoothing": 0.49}),
+        ("exo_pair", {"label_smoothing": 0.5}),
+        ("simpo", {"gamma_beta_ratio": 0.0}),
+        ("cpo", {"cpo_alpha": 0.0}),
+        ("slic", {"delta": 0.0, "reg_weight": 0.0}),
+        ("asft", {"align_weight": 0.0}),
+        ("irepo", {"p_clip": 0.49}),
+    ],
+)
 def test_boundary_values_are_accepted(name, hp):
     get_objective(name, **hp)
 
 
 # ---- YAML ↔ registry ----
+
 
 @pytest.mark.parametrize("name", ZOO)
 def test_yaml_matches_registry(name):

@@ -31,8 +31,12 @@ def _metrics():
 
 def _fake_model(per_token_logps: torch.Tensor):
     zeros = torch.zeros_like(per_token_logps)
-    outputs = SimpleNamespace(log_probs=per_token_logps, entropy=zeros, mean_logits=zeros,
-                              is_top1=torch.zeros_like(per_token_logps, dtype=torch.bool))
+    outputs = SimpleNamespace(
+        log_probs=per_token_logps,
+        entropy=zeros,
+        mean_logits=zeros,
+        is_top1=torch.zeros_like(per_token_logps, dtype=torch.bool),
+    )
     return lambda **kwargs: outputs
 
 
@@ -47,17 +51,44 @@ def _sequences(logps: torch.Tensor, lengths: torch.Tensor):
     return torch.zeros(n, t, dtype=torch.long), completion_mask, per_token
 
 
-def trl_dpo_loss(loss_type: str, pol_w, pol_l, ref_w, ref_l, len_w, len_l, *, beta: float,
-                 label_smoothing: float = 0.0, discopop_tau: float = 0.05) -> torch.Tensor:
+def trl_dpo_loss(
+    loss_type: str,
+    pol_w,
+    pol_l,
+    ref_w,
+    ref_l,
+    len_w,
+    len_l,
+    *,
+    beta: float,
+    label_smoothing: float = 0.0,
+    discopop_tau: float = 0.05,
+) -> torch.Tensor:
     input_ids, completion_mask, per_token = _sequences(torch.cat([pol_w, pol_l]), torch.cat([len_w, len_l]))
     fake = SimpleNamespace(
-        model=SimpleNamespace(training=True), accelerator=ACCELERATOR, aux_loss_enabled=False, ld_alpha=None,
-        precompute_ref_logps=True, f_divergence_type="reverse_kl", loss_types=[loss_type], loss_weights=[1.0],
-        beta=beta, label_smoothing=label_smoothing, args=SimpleNamespace(discopop_tau=discopop_tau),
-        use_weighting=False, _metrics=_metrics(), _total_train_tokens=0, _tp_size=1,
+        model=SimpleNamespace(training=True),
+        accelerator=ACCELERATOR,
+        aux_loss_enabled=False,
+        ld_alpha=None,
+        precompute_ref_logps=True,
+        f_divergence_type="reverse_kl",
+        loss_types=[loss_type],
+        loss_weights=[1.0],
+        beta=beta,
+        label_smoothing=label_smoothing,
+        args=SimpleNamespace(discopop_tau=discopop_tau),
+        use_weighting=False,
+        _metrics=_metrics(),
+        _total_train_tokens=0,
+        _tp_size=1,
     )
-    inputs = {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids),
-              "completion_mask": completion_mask, "ref_chosen_logps": ref_w, "ref_rejected_logps": ref_l}
+    inputs = {
+        "input_ids": input_ids,
+        "attention_mask": torch.ones_like(input_ids),
+        "completion_mask": completion_mask,
+        "ref_chosen_logps": ref_w,
+        "ref_rejected_logps": ref_l,
+    }
     return trl_dpo.DPOTrainer._compute_loss(fake, _fake_model(per_token), inputs, return_outputs=False)
 
 
@@ -70,8 +101,14 @@ def random_pairs(seed: int, b: int = 8):
     col = torch.randint(0, 2, (b,), generator=g)
     scores = torch.nn.functional.one_hot(col, 2).to(torch.float64)  # the chosen entry scores 1
     rows = torch.arange(b)
-    trl = dict(pol_w=pol[rows, col], pol_l=pol[rows, 1 - col], ref_w=ref[rows, col], ref_l=ref[rows, 1 - col],
-               len_w=lengths[rows, col], len_l=lengths[rows, 1 - col])
+    trl = dict(
+        pol_w=pol[rows, col],
+        pol_l=pol[rows, 1 - col],
+        ref_w=ref[rows, col],
+        ref_l=ref[rows, 1 - col],
+        len_w=lengths[rows, col],
+        len_l=lengths[rows, 1 - col],
+    )
     ours = dict(policy_logps=pol, ref_logps=ref, scores=scores, lengths=lengths)
     return ours, trl
 
@@ -108,8 +145,14 @@ def test_matches_trl_dpo_trainer(seed, name, loss_type, hp):
 
 
 def _cpo_self(loss_type: str, beta: float, label_smoothing: float = 0.0, simpo_gamma: float = 0.5):
-    return SimpleNamespace(alpha=0.0, beta=beta, loss_type=loss_type, label_smoothing=label_smoothing,
-                           simpo_gamma=simpo_gamma, accelerator=ACCELERATOR)
+    return SimpleNamespace(
+        alpha=0.0,
+        beta=beta,
+        loss_type=loss_type,
+        label_smoothing=label_smoothing,
+        simpo_gamma=simpo_gamma,
+        accelerator=ACCELERATOR,
+    )
 
 
 @pytest.mark.parametrize("eps", [0.1, 0.3])
@@ -158,14 +201,28 @@ def trl_kto_loss(pol, ref, labels, kl_pol, kl_ref, *, beta, desirable_weight, un
     lengths = torch.full((len(pol),), 3)
     input_ids, completion_mask, per_token = _sequences(pol, lengths)
     fake = SimpleNamespace(
-        model=SimpleNamespace(training=True), accelerator=ACCELERATOR, aux_loss_enabled=False,
-        precompute_ref_logps=True, calculate_KL=True, loss_type="kto", beta=beta,
-        desirable_weight=desirable_weight, undesirable_weight=undesirable_weight,
+        model=SimpleNamespace(training=True),
+        accelerator=ACCELERATOR,
+        aux_loss_enabled=False,
+        precompute_ref_logps=True,
+        calculate_KL=True,
+        loss_type="kto",
+        beta=beta,
+        desirable_weight=desirable_weight,
+        undesirable_weight=undesirable_weight,
         _compute_kl_logps=lambda model, batch: kl_pol,
-        _metrics=_metrics(), _total_train_tokens=0, _tp_size=1,
+        _metrics=_metrics(),
+        _total_train_tokens=0,
+        _tp_size=1,
     )
-    batch = {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids),
-             "completion_mask": completion_mask, "label": labels, "ref_logps": ref, "ref_KL_logps": kl_ref}
+    batch = {
+        "input_ids": input_ids,
+        "attention_mask": torch.ones_like(input_ids),
+        "completion_mask": completion_mask,
+        "label": labels,
+        "ref_logps": ref,
+        "ref_KL_logps": kl_ref,
+    }
     return trl_kto.KTOTrainer._compute_loss(fake, _fake_model(per_token), batch, return_outputs=False)
 
 
@@ -179,9 +236,16 @@ def test_kto_matches_trl_kto_trainer(kl_offset, wd, wu):
     kl_ref = kl_pol - kl_offset - torch.randn(b, generator=g, dtype=torch.float64)
     labels = torch.rand(b, generator=g) < 0.6
     labels[:2] = torch.tensor([True, False])
-    expected = trl_kto_loss(pol, ref, labels, kl_pol, kl_ref, beta=0.1,
-                            desirable_weight=wd, undesirable_weight=wu).item()
+    expected = trl_kto_loss(
+        pol, ref, labels, kl_pol, kl_ref, beta=0.1, desirable_weight=wd, undesirable_weight=wu
+    ).item()
     obj = get_objective("kto", beta=0.1, desirable_weight=wd, undesirable_weight=wu)
-    out = obj(pol[:, None], ref[:, None], labels[:, None].to(torch.float64), lengths=torch.full((b, 1), 3),
-              labels=labels[:, None], kl_logratios=kl_pol - kl_ref)
+    out = obj(
+        pol[:, None],
+        ref[:, None],
+        labels[:, None].to(torch.float64),
+        lengths=torch.full((b, 1), 3),
+        labels=labels[:, None],
+        kl_logratios=kl_pol - kl_ref,
+    )
     assert out.loss.item() == pytest.approx(expected, rel=1e-6, abs=1e-9)

@@ -21,13 +21,24 @@ CASES = [
     ("dpo", {"beta": 0.1}, {"loss_type": ["sigmoid"], "beta": 0.1}),
     ("ipo", {"beta": 0.1}, {"loss_type": ["ipo"], "beta": 0.1}),
     ("hinge", {"beta": 0.1}, {"loss_type": ["hinge"], "beta": 0.1}),
-    ("robust", {"beta": 0.1, "label_smoothing": 0.2}, {"loss_type": ["robust"], "beta": 0.1, "label_smoothing": 0.2}),
+    (
+        "robust",
+        {"beta": 0.1, "label_smoothing": 0.2},
+        {"loss_type": ["robust"], "beta": 0.1, "label_smoothing": 0.2},
+    ),
     ("nca_pair", {"beta": 0.1}, {"loss_type": ["nca_pair"], "beta": 0.1}),
-    ("exo_pair", {"beta": 0.1, "label_smoothing": 1e-3},
-     {"loss_type": ["exo_pair"], "beta": 0.1, "label_smoothing": 1e-3}),
+    (
+        "exo_pair",
+        {"beta": 0.1, "label_smoothing": 1e-3},
+        {"loss_type": ["exo_pair"], "beta": 0.1, "label_smoothing": 1e-3},
+    ),
     ("apo_zero", {"beta": 0.1}, {"loss_type": ["apo_zero"], "beta": 0.1}),
     ("apo_down", {"beta": 0.1}, {"loss_type": ["apo_down"], "beta": 0.1}),
-    ("discopop", {"beta": 0.05, "tau": 0.05}, {"loss_type": ["discopop"], "beta": 0.05, "discopop_tau": 0.05}),
+    (
+        "discopop",
+        {"beta": 0.05, "tau": 0.05},
+        {"loss_type": ["discopop"], "beta": 0.05, "discopop_tau": 0.05},
+    ),
     ("sppo_hard", {"beta": 0.1}, {"loss_type": ["sppo_hard"], "beta": 0.1}),
     ("ln_dpo", {"beta": 1.0}, {"loss_type": ["sigmoid_norm"], "beta": 1.0}),
     ("aot", {"beta": 0.1, "label_smoothing": 0.0}, {"loss_type": ["aot"], "beta": 0.1}),
@@ -44,16 +55,32 @@ def _pairs(n: int) -> list[dict]:
         if r["scores"][0] == r["scores"][1]:
             continue
         order = sorted(range(2), key=lambda i: -r["scores"][i])
-        out.append({"prompt": r["prompt"], "responses": [r["responses"][i] for i in order], "scores": [1.0, 0.0]})
+        out.append(
+            {"prompt": r["prompt"], "responses": [r["responses"][i] for i in order], "scores": [1.0, 0.0]}
+        )
     return out[:n]
 
 
 def _args(tmp_path, name, **kw) -> DPOConfig:
     return DPOConfig(
-        output_dir=str(tmp_path / name), per_device_train_batch_size=BATCH, max_steps=STEPS, learning_rate=1e-3,
-        lr_scheduler_type="constant", use_cpu=True, bf16=False, report_to=[], save_strategy="no",
-        precompute_ref_log_probs=True, seed=0, data_seed=0, disable_tqdm=True, logging_steps=1,
-        remove_unused_columns=False, max_length=None, dataloader_num_workers=0, **kw,
+        output_dir=str(tmp_path / name),
+        per_device_train_batch_size=BATCH,
+        max_steps=STEPS,
+        learning_rate=1e-3,
+        lr_scheduler_type="constant",
+        use_cpu=True,
+        bf16=False,
+        report_to=[],
+        save_strategy="no",
+        precompute_ref_log_probs=True,
+        seed=0,
+        data_seed=0,
+        disable_tqdm=True,
+        logging_steps=1,
+        remove_unused_columns=False,
+        max_length=None,
+        dataloader_num_workers=0,
+        **kw,
     )
 
 
@@ -72,12 +99,20 @@ def test_loss_equals_trl_at_init_and_after_steps(micro_model_dir, tmp_path, name
     trl_data = Dataset.from_list(
         [{"prompt": p["prompt"], "chosen": p["responses"][0], "rejected": p["responses"][1]} for p in pairs]
     )
-    trl = DPOTrainer(model=AutoModelForCausalLM.from_pretrained(micro_model_dir), args=_args(tmp_path, "trl", **theirs),
-                     train_dataset=trl_data, processing_class=tokenizer)
+    trl = DPOTrainer(
+        model=AutoModelForCausalLM.from_pretrained(micro_model_dir),
+        args=_args(tmp_path, "trl", **theirs),
+        train_dataset=trl_data,
+        processing_class=tokenizer,
+    )
     rows = [{**tokenize_record(p, tokenizer, 128, 128), "scores": p["scores"]} for p in pairs]
-    ours_trainer = ListTrainer(model=AutoModelForCausalLM.from_pretrained(micro_model_dir),
-                               objective=get_objective(name, **ours), args=_args(tmp_path, "ours"),
-                               train_dataset=Dataset.from_list(rows), processing_class=tokenizer)
+    ours_trainer = ListTrainer(
+        model=AutoModelForCausalLM.from_pretrained(micro_model_dir),
+        objective=get_objective(name, **ours),
+        args=_args(tmp_path, "ours"),
+        train_dataset=Dataset.from_list(rows),
+        processing_class=tokenizer,
+    )
 
     # Same token ids on both sides (TRL's tokenisation vs the record tokenizer).
     assert trl.train_dataset[0]["chosen_ids"] == ours_trainer.train_dataset[0]["response_ids"][0]

@@ -1,0 +1,5 @@
+"""`python -m prefrun` is the `prefrun` command."""
+
+from prefrun.cli import main
+
+main()
