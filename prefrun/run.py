@@ -24,11 +24,7 @@ log = logging.getLogger("prefrun")
 
 def build_objective(objective_cfg: Any) -> Objective:
     """The objective named by ``objective.name`` with every other key as a hyperparameter."""
-    hparams = {
-        k: v
-        for k, v in OmegaConf.to_container(objective_cfg, resolve=True).items()
-        if k not in OBJECTIVE_META
-    }
+    hparams = {k: v for k, v in OmegaConf.to_container(objective_cfg, resolve=True).items() if k not in OBJECTIVE_META}
     objective = get_objective(objective_cfg.name, **hparams)
     spec = get_spec(objective_cfg.name)
     for key in ("data", "needs_reference"):
@@ -124,8 +120,7 @@ def run(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None) -> d
     train_records = shape_for_objective(data.train, objective, cfg.dataset)
     if not train_records:
         raise PrefrunError(
-            f"dataset {cfg.dataset.name} yields no training example for objective "
-            f"{objective.name} (all lists tied?)"
+            f"dataset {cfg.dataset.name} yields no training example for objective {objective.name} (all lists tied?)"
         )
 
     import torch
@@ -148,9 +143,7 @@ def run(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None) -> d
         if data.sft is None:
             raise PrefrunError(f"sft.enabled=true but dataset {cfg.dataset.name} provides no SFT data")
         sft_cfg = {k: cfg.sft[k] for k in ("steps", "batch_size", "lr", "warmup_steps")}
-        sft_cfg.update(
-            seed=0, max_prompt_len=cfg.train.max_prompt_len, max_response_len=cfg.train.max_response_len
-        )
+        sft_cfg.update(seed=0, max_prompt_len=cfg.train.max_prompt_len, max_response_len=cfg.train.max_response_len)
         fingerprint = records_fingerprint(data.sft)
         reference_path = str(run_sft(base, data.sft, sft_cfg, cache_dir / "sft", fingerprint))
     timings["sft_s"] = time.time() - t
@@ -205,19 +198,20 @@ def summary_table(results: dict[str, Any]) -> str:
     ev = results["eval"]
     tm = results["timings"]
     lines = [
-        f"prefrun: {results['objective']} on {results['dataset']} with {results['model']} "
-        f"(seed {results['seed']})"
+        f"prefrun: {results['objective']} on {results['dataset']} with {results['model']} (seed {results['seed']})"
     ]
     if "policy/oracle_reward" in ev:
-        lines += [
-            f"{'':22}{'reference (SFT)':>16}{'policy':>10}",
-            f"{'oracle reward':22}{ev['reference/oracle_reward']:>16.3f}{ev['policy/oracle_reward']:>10.3f}",
-            f"{'exact sort rate':22}{ev['reference/exact_sort']:>16.3f}{ev['policy/exact_sort']:>10.3f}",
-            f"{'valid permutation':22}{ev['reference/valid_permutation']:>16.3f}{ev['policy/valid_permutation']:>10.3f}",
-            f"{'response length':22}{ev['reference/length']:>16.2f}{ev['policy/length']:>10.2f}",
-            f"{'win rate vs reference':22}{'':>16}{ev['win_rate']:>10.3f}",
-            f"{'KL(policy || ref)':22}{'':>16}{ev['kl']:>10.3f}",
+        lines.append(f"{'':22}{'reference (SFT)':>16}{'policy':>10}")
+        rows = [
+            ("oracle reward", "oracle_reward", ".3f"),
+            ("exact sort rate", "exact_sort", ".3f"),
+            ("valid permutation", "valid_permutation", ".3f"),
+            ("response length", "length", ".2f"),
         ]
+        for label, key, fmt in rows:
+            lines.append(f"{label:22}{ev['reference/' + key]:>16{fmt}}{ev['policy/' + key]:>10{fmt}}")
+        lines.append(f"{'win rate vs reference':22}{'':>16}{ev['win_rate']:>10.3f}")
+        lines.append(f"{'KL(policy || ref)':22}{'':>16}{ev['kl']:>10.3f}")
     elif ev.get("note"):
         lines.append(ev["note"])
     lines.append(

@@ -176,10 +176,7 @@ def trl_pairs(records: list[dict], mode: str) -> list[dict]:
             if mode == "best"
             else [(a, b) for n, a in enumerate(order) for b in order[n + 1 :]]
         )
-        rows += [
-            {"prompt": r["prompt"], "chosen": r["responses"][a], "rejected": r["responses"][b]}
-            for a, b in pairs
-        ]
+        rows += [{"prompt": r["prompt"], "chosen": r["responses"][a], "rejected": r["responses"][b]} for a, b in pairs]
     return rows
 
 
@@ -188,9 +185,7 @@ def prefrun_dataset(records: list[dict], tokenizer: Any) -> Any:
 
     from prefrun.data.tokenize import tokenize_record
 
-    return Dataset.from_list(
-        [{**tokenize_record(r, tokenizer, 4096, 4096), "scores": r["scores"]} for r in records]
-    )
+    return Dataset.from_list([{**tokenize_record(r, tokenizer, 4096, 4096), "scores": r["scores"]} for r in records])
 
 
 def dpo_args(out: str, batch: int, steps: int, beta: float = 0.1) -> Any:
@@ -332,10 +327,7 @@ def pairwise_train(s: Sizes, which: str, steps: int, tmp: str) -> Any:
 
 
 def as_pairs_from_trl(pairs: list[dict]) -> list[dict]:
-    return [
-        {"prompt": p["prompt"], "responses": [p["chosen"], p["rejected"]], "scores": [1.0, 0.0]}
-        for p in pairs
-    ]
+    return [{"prompt": p["prompt"], "responses": [p["chosen"], p["rejected"]], "scores": [1.0, 0.0]} for p in pairs]
 
 
 def peak_rss_child(which: str, quick: bool) -> dict[str, float]:
@@ -491,9 +483,7 @@ def sweep_trl(s: Sizes, path: Path, pairs: list[dict], tmp: str) -> tuple[float,
 
 
 def row_sweep(s: Sizes, repeats: int) -> list[dict]:
-    pairs = trl_pairs(
-        text_records(s.sweep_pairs, 2, s.pair_prompt_len, s.pair_response_len, s.words, 3), "best"
-    )
+    pairs = trl_pairs(text_records(s.sweep_pairs, 2, s.pair_prompt_len, s.pair_response_len, s.words, 3), "best")
     records = as_pairs_from_trl(pairs)
     path = model_dir(s)
     wall: dict[str, list[float]] = {"prefrun": [], "trl": []}

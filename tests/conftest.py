@@ -33,6 +33,4 @@ def micro_model_dir(tmp_path_factory):
 def micro_model(micro_model_dir):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    return AutoModelForCausalLM.from_pretrained(micro_model_dir), AutoTokenizer.from_pretrained(
-        micro_model_dir
-    )
+    return AutoModelForCausalLM.from_pretrained(micro_model_dir), AutoTokenizer.from_pretrained(micro_model_dir)

@@ -35,9 +35,7 @@ def test_help_is_quick_and_lists_the_groups():
 
 
 def test_cfg_job_prints_the_composed_config_without_running(tmp_path):
-    out = subprocess.run(
-        [*PREFRUN, "--cfg", "job", "objective=lipo"], capture_output=True, text=True, timeout=60
-    )
+    out = subprocess.run([*PREFRUN, "--cfg", "job", "objective=lipo"], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0
     assert "name: lipo" in out.stdout
 

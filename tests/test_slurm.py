@@ -134,9 +134,7 @@ def test_multirun_through_slurm(tmp_path, capsys):
         p = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=TIMEOUT_S)
     except subprocess.TimeoutExpired:
         _cancel(submitit_dir)
-        pytest.fail(
-            f"the multirun did not finish in {TIMEOUT_S}s (jobs cancelled)\n{_job_logs(submitit_dir)}"
-        )
+        pytest.fail(f"the multirun did not finish in {TIMEOUT_S}s (jobs cancelled)\n{_job_logs(submitit_dir)}")
     wall = time.monotonic() - t0
     assert p.returncode == 0, (
         f"prefrun -m hydra/launcher=slurm failed (rc={p.returncode})\n"
@@ -149,8 +147,7 @@ def test_multirun_through_slurm(tmp_path, capsys):
         run_dir = out / "default" / "sort" / "tiny" / objective / overrides_dir / "seed=0"
         results = run_dir / "results.json"
         assert results.is_file(), (
-            f"missing {results}; found {sorted(map(str, out.rglob('results.json')))}\n"
-            f"{_job_logs(submitit_dir)}"
+            f"missing {results}; found {sorted(map(str, out.rglob('results.json')))}\n{_job_logs(submitit_dir)}"
         )
         data = json.loads(results.read_text())
         assert data["objective"] == objective

@@ -121,9 +121,7 @@ class DatasetSpec:
         if not spec.path and not spec.hub_id:
             raise PrefrunError(f"dataset {spec.name}: set dataset.path to a local file (or dataset.hub_id)")
         if spec.k is not None and spec.min_k > spec.k:
-            raise PrefrunError(
-                f"dataset.min_k={spec.min_k} exceeds dataset.k={spec.k}; lower min_k or raise k"
-            )
+            raise PrefrunError(f"dataset.min_k={spec.min_k} exceeds dataset.k={spec.k}; lower min_k or raise k")
         return spec
 
 
@@ -132,9 +130,7 @@ def _check_fields(schema: str, fields: dict[str, Any]) -> None:
         if key not in _ALL_FIELDS:
             raise PrefrunError(f"dataset.fields.{key} is not a field; fields are {', '.join(_ALL_FIELDS)}")
         if not isinstance(value, str | _MAPPING_KINDS.get(key, str)):
-            raise PrefrunError(
-                f"dataset.fields.{key}={value!r} must be a field name{_MAPPING_HINTS.get(key, '')}"
-            )
+            raise PrefrunError(f"dataset.fields.{key}={value!r} must be a field name{_MAPPING_HINTS.get(key, '')}")
         if key not in SCHEMA_FIELDS[schema]:
             raise PrefrunError(
                 f"dataset.fields.{key} is set but schema {schema!r} does not use it "
@@ -142,13 +138,9 @@ def _check_fields(schema: str, fields: dict[str, Any]) -> None:
             )
     for key in _REQUIRED[schema]:
         if key not in fields:
-            raise PrefrunError(
-                f"dataset.fields.{key} is not set; schema {schema!r} needs it (the column name)"
-            )
+            raise PrefrunError(f"dataset.fields.{key} is not set; schema {schema!r} needs it (the column name)")
     if schema == "pairwise" and ("score_chosen" in fields) != ("score_rejected" in fields):
-        raise PrefrunError(
-            "set both dataset.fields.score_chosen and dataset.fields.score_rejected, or neither"
-        )
+        raise PrefrunError("set both dataset.fields.score_chosen and dataset.fields.score_rejected, or neither")
     if schema == "list" and ("score" in fields) == ("rank" in fields):
         raise PrefrunError("schema 'list' needs exactly one of dataset.fields.score and dataset.fields.rank")
 
@@ -224,18 +216,13 @@ def _open_rows(spec: DatasetSpec, split: str) -> tuple[str, Rows]:
 def _file_rows(path: Path) -> Rows:
     reader = _READERS.get(path.suffix.lower())
     if reader is None:
-        raise PrefrunError(
-            f"dataset.path {path}: unknown extension {path.suffix!r}; use one of {', '.join(_READERS)}"
-        )
+        raise PrefrunError(f"dataset.path {path}: unknown extension {path.suffix!r}; use one of {', '.join(_READERS)}")
     if not path.is_file():
         raise PrefrunError(
             f"dataset.path {path}: no such file (resolved to {path.absolute()}); "
             "set dataset.path to an existing file (absolute, or relative to the working directory)"
         )
-    return (
-        (f"{path} row {i}{line}", _as_row(row, f"{path} row {i}"))
-        for i, (line, row) in enumerate(reader(path))
-    )
+    return ((f"{path} row {i}{line}", _as_row(row, f"{path} row {i}")) for i, (line, row) in enumerate(reader(path)))
 
 
 def _read_jsonl(path: Path) -> Iterator[tuple[str, Any]]:
@@ -246,9 +233,7 @@ def _read_jsonl(path: Path) -> Iterator[tuple[str, Any]]:
             try:
                 yield f" (line {n})", json.loads(line)
             except json.JSONDecodeError as e:
-                raise PrefrunError(
-                    f"{path} line {n}: not valid JSON ({e.msg}); each line holds one object"
-                ) from None
+                raise PrefrunError(f"{path} line {n}: not valid JSON ({e.msg}); each line holds one object") from None
 
 
 def _read_json(path: Path) -> Iterator[tuple[str, Any]]:
@@ -308,9 +293,7 @@ def _as_row(row: Any, where: str) -> Row:
 def _value(obj: Mapping[str, Any], key: str, where: str, yaml_key: str) -> Any:
     """obj[key] (or a dotted path into nested fields); an error naming the row and the YAML key if absent."""
     if not isinstance(obj, Mapping):
-        raise PrefrunError(
-            f"{where}: expected an object with a field {key!r} (dataset.{yaml_key}), got {obj!r:.60}"
-        )
+        raise PrefrunError(f"{where}: expected an object with a field {key!r} (dataset.{yaml_key}), got {obj!r:.60}")
     if key in obj:
         value = obj[key]
     else:
@@ -337,9 +320,7 @@ def _number(value: Any, where: str, what: str) -> float:
     try:
         number = float(value)
     except (TypeError, ValueError):
-        raise PrefrunError(
-            f"{where}: {what} is {value!r}, not a number; fix the data or map another field"
-        ) from None
+        raise PrefrunError(f"{where}: {what} is {value!r}, not a number; fix the data or map another field") from None
     if math.isnan(number):
         raise PrefrunError(f"{where}: {what} is NaN; fill it in or drop the row")
     return number
@@ -391,9 +372,7 @@ def _message(m: Any, where: str, what: str) -> dict[str, Any]:
             return {"role": str(m["role"]), "content": m["content"]}
         if "from" in m and "value" in m:
             return {"role": _SHAREGPT_ROLES.get(m["from"], str(m["from"])), "content": m["value"]}
-    raise PrefrunError(
-        f"{where}: {what} holds {m!r:.60}, not a chat message ({{role, content}} or {{from, value}})"
-    )
+    raise PrefrunError(f"{where}: {what} holds {m!r:.60}, not a chat message ({{role, content}} or {{from, value}})")
 
 
 def _messages(value: Any, where: str, what: str) -> list[dict[str, Any]] | None:
@@ -477,9 +456,7 @@ def _list(row: Row, where: str, spec: DatasetSpec) -> Record:
     prompt = _prompt(_field(row, spec, "prompt", where), where)
     items = _field(row, spec, "responses", where)
     if not isinstance(items, list | tuple):
-        raise PrefrunError(
-            f"{where}: field {spec.fields['responses']!r} (dataset.fields.responses) is not a list"
-        )
+        raise PrefrunError(f"{where}: field {spec.fields['responses']!r} (dataset.fields.responses) is not a list")
     key = "score" if "score" in spec.fields else "rank"
     responses, values = [], []
     for j, item in enumerate(items):
@@ -509,9 +486,7 @@ def _scored_responses(row: Row, where: str, spec: DatasetSpec) -> Record:
     responses = [_response(v, where, "a response") for v in _columns(row, spec, "responses", where)]
     scores = [_number(v, where, "a score") for v in _columns(row, spec, "scores", where)]
     if len(responses) != len(scores):
-        raise PrefrunError(
-            f"{where}: {len(responses)} responses but {len(scores)} scores; check dataset.fields"
-        )
+        raise PrefrunError(f"{where}: {len(responses)} responses but {len(scores)} scores; check dataset.fields")
     return make_record(prompt, responses, scores)
 
 

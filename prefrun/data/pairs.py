@@ -90,9 +90,7 @@ def to_pairs(records: Iterable[Record], mode: str) -> tuple[list[Record], int]:
     return pairs, dropped
 
 
-def to_unpaired(
-    records: Iterable[Record], mode: str, threshold: float | None = None
-) -> tuple[list[Record], int]:
+def to_unpaired(records: Iterable[Record], mode: str, threshold: float | None = None) -> tuple[list[Record], int]:
     """Records of one response with labels [bool], and the number of input records that gave none.
 
     threshold: every response, labelled score >= threshold (threshold is required).

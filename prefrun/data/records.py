@@ -37,8 +37,6 @@ def validate_record(record: Record, where: str) -> None:
         raise PrefrunError(f"{where}: {k} responses but {len(record['scores'])} scores")
     for s in record["scores"]:
         if s is None or (isinstance(s, float) and math.isnan(s)):
-            raise PrefrunError(
-                f"{where}: a score is missing or NaN; drop the row or fill the score field in the data"
-            )
+            raise PrefrunError(f"{where}: a score is missing or NaN; drop the row or fill the score field in the data")
     if "labels" in record and len(record["labels"]) != k:
         raise PrefrunError(f"{where}: {k} responses but {len(record['labels'])} labels")

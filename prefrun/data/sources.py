@@ -47,9 +47,7 @@ def _sort_task(cfg: Any, seed: int) -> RunData:
     # Fixed seed streams per split, independent of the run seed: seeds vary the training order and the
     # sampling, not the data, as with a real dataset. The SFT reference is then shared by a sweep
     # (its cache key holds everything that shapes it).
-    train = synthetic.preference_records(
-        task, cfg.train_prompts, cfg.k, cfg.max_swaps, cfg.corrupt_prob, seed=10_000
-    )
+    train = synthetic.preference_records(task, cfg.train_prompts, cfg.k, cfg.max_swaps, cfg.corrupt_prob, seed=10_000)
     return RunData(
         train=train,
         eval_prompts=synthetic.eval_prompts(task, cfg.eval_prompts, seed=999_999),

@@ -108,9 +108,7 @@ def sft_records(task: SortTask, n: int, max_swaps: int, seed: int) -> list[Recor
     return records
 
 
-def preference_records(
-    task: SortTask, n: int, k: int, max_swaps: int, corrupt_prob: float, seed: int
-) -> list[Record]:
+def preference_records(task: SortTask, n: int, k: int, max_swaps: int, corrupt_prob: float, seed: int) -> list[Record]:
     """Preference data: K scored responses per prompt with a spread of quality.
 
     Each response is the sorted list with 0..max_swaps adjacent swaps, malformed with probability

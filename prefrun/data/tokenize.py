@@ -31,9 +31,7 @@ def tokenize_record(record: Record, tokenizer: Any, max_prompt_len: int, max_res
             prompt_ids = prompt_ids["input_ids"]
         responses = []
         for text in record["responses"]:
-            full = tokenizer.apply_chat_template(
-                [*prompt, {"role": "assistant", "content": text}], tokenize=True
-            )
+            full = tokenizer.apply_chat_template([*prompt, {"role": "assistant", "content": text}], tokenize=True)
             if isinstance(full, dict):
                 full = full["input_ids"]
             cut = _common_prefix(prompt_ids, full)

@@ -48,9 +48,7 @@ def sample(model: Any, tokenizer: Any, prompts: list[str], max_new_tokens: int, 
 
 
 @torch.no_grad()
-def sequence_logps(
-    model: Any, tokenizer: Any, prompts: list[str], responses: list[list[int]], batch_size: int
-):
+def sequence_logps(model: Any, tokenizer: Any, prompts: list[str], responses: list[list[int]], batch_size: int):
     """Summed log π(response | prompt) for each pair, from one forward per batch."""
     out = []
     for i in range(0, len(prompts), batch_size):
@@ -60,9 +58,7 @@ def sequence_logps(
             rows.append(p_ids + r)
             masks.append([0] * len(p_ids) + [1] * len(r))
         width = max(map(len, rows))
-        ids = torch.tensor(
-            [r + [tokenizer.pad_token_id] * (width - len(r)) for r in rows], device=model.device
-        )
+        ids = torch.tensor([r + [tokenizer.pad_token_id] * (width - len(r)) for r in rows], device=model.device)
         att = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows], device=model.device)
         msk = torch.tensor([m + [0] * (width - len(m)) for m in masks], device=model.device)
         logits = model(input_ids=ids, attention_mask=att).logits[:, :-1].float()

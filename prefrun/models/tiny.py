@@ -41,9 +41,7 @@ def build_tokenizer(words: Sequence[str]) -> Any:
                 merges.append((piece, ch))
             piece += ch
             vocab.setdefault(piece, len(vocab))
-    core = Tokenizer(
-        models.BPE(vocab=vocab, merges=merges, byte_fallback=True, unk_token="<unk>", fuse_unk=True)
-    )
+    core = Tokenizer(models.BPE(vocab=vocab, merges=merges, byte_fallback=True, unk_token="<unk>", fuse_unk=True))
     core.pre_tokenizer = pre_tokenizers.Metaspace(replacement=SPACE, prepend_scheme="first")
     core.decoder = decoders.Sequence(
         [decoders.Replace(SPACE, " "), decoders.ByteFallback(), decoders.Fuse(), decoders.Strip(" ", 1, 0)]
@@ -60,9 +58,7 @@ def tiny_model_dir(cfg: dict[str, Any], words: Sequence[str], cache_dir: str | o
 
     Returns a directory that ``from_pretrained`` loads offline.
     """
-    key = hashlib.sha256(json.dumps({"cfg": cfg, "words": list(words)}, sort_keys=True).encode()).hexdigest()[
-        :16
-    ]
+    key = hashlib.sha256(json.dumps({"cfg": cfg, "words": list(words)}, sort_keys=True).encode()).hexdigest()[:16]
     out = Path(cache_dir) / f"tiny-{key}"
     if (out / "config.json").exists():
         return out

@@ -13,9 +13,7 @@ def hparam(hp: dict[str, object], field: str) -> float:
     try:
         return float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):
-        raise PrefrunError(
-            f"objective.{field}={value!r} is not a number; set objective.{field} to a float"
-        ) from None
+        raise PrefrunError(f"objective.{field}={value!r} is not a number; set objective.{field} to a float") from None
 
 
 def require(ok: bool, objective: str, field: str, value: float, rule: str, fix: str) -> None:

@@ -184,9 +184,7 @@ def list_softmax(policy_logps, ref_logps, scores, mask, lengths, *, beta: float 
 def _check_pro(hp: dict[str, object]) -> None:
     alpha = float(hp["sft_weight"])  # type: ignore[arg-type]
     if not alpha >= 0:
-        raise PrefrunError(
-            f"objective.sft_weight={alpha} must be >= 0 for pro (it weights an NLL term); try 0.05"
-        )
+        raise PrefrunError(f"objective.sft_weight={alpha} must be >= 0 for pro (it weights an NLL term); try 0.05")
 
 
 @register("pro", data="list", needs_reference=False, min_k=2, validate=_check_pro)

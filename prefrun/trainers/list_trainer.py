@@ -65,9 +65,7 @@ class ListTrainer(DPOTrainer):
         )
 
     # --- data ---------------------------------------------------------------------------------------
-    def _prepare_dataset(
-        self, dataset: Dataset, processing_class: Any, args: Any, dataset_name: str
-    ) -> Dataset:
+    def _prepare_dataset(self, dataset: Dataset, processing_class: Any, args: Any, dataset_name: str) -> Dataset:
         if "prompt_ids" not in dataset.column_names:
             raise ValueError("ListTrainer expects tokenized records (prompt_ids, response_ids, scores)")
         return dataset

@@ -140,12 +140,8 @@ def train_preference(
         "examples": len(dataset),
         "policy_forwards": trainer.policy_forwards,
         "reference_forwards": trainer.reference_forwards,
-        "reference_cache": None
-        if ref_cache is None
-        else {"hits": ref_cache.hits, "misses": ref_cache.misses},
-        "train_runtime_s": trainer.state.log_history[-1].get("train_runtime")
-        if trainer.state.log_history
-        else None,
+        "reference_cache": None if ref_cache is None else {"hits": ref_cache.hits, "misses": ref_cache.misses},
+        "train_runtime_s": trainer.state.log_history[-1].get("train_runtime") if trainer.state.log_history else None,
         "num_tokens": trainer._total_train_tokens,
     }
     if report_to:

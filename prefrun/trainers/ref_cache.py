@@ -29,9 +29,7 @@ def model_fingerprint(path: str, revision: str | None = None) -> str:
     h = hashlib.sha256()
     local = Path(path)
     if local.is_dir():
-        files = sorted(
-            p for p in local.iterdir() if p.suffix in {".safetensors", ".bin"} or p.name == "config.json"
-        )
+        files = sorted(p for p in local.iterdir() if p.suffix in {".safetensors", ".bin"} or p.name == "config.json")
         for p in files:
             h.update(p.name.encode())
             _hash_file(h, p)

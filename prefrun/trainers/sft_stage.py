@@ -48,9 +48,7 @@ def run_sft(
     for record in records:
         tok = tokenize_record(record, tokenizer, cfg["max_prompt_len"], cfg["max_response_len"])
         prompt, response = tok["prompt_ids"], tok["response_ids"][0]
-        rows.append(
-            {"input_ids": prompt + response, "completion_mask": [0] * len(prompt) + [1] * len(response)}
-        )
+        rows.append({"input_ids": prompt + response, "completion_mask": [0] * len(prompt) + [1] * len(response)})
     tmp = out.with_name(out.name + f".tmp{os.getpid()}")
     args = SFTConfig(
         output_dir=str(tmp / "trainer"),
@@ -70,9 +68,7 @@ def run_sft(
         disable_tqdm=True,
         dataset_num_proc=None,
     )
-    trainer = SFTTrainer(
-        model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer
-    )
+    trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer)
     trainer.train()
     trainer.model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)

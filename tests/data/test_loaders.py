@@ -91,9 +91,7 @@ def test_implicit_text_prompt_without_marker_ends_at_the_last_shared_whitespace(
 
 
 def test_ultrafeedback_binarized_keeps_chat_prompt_and_scores_and_its_tie():
-    records = load_records(
-        preset("ultrafeedback_binarized", FIXTURES / "ultrafeedback_binarized.jsonl"), "train"
-    )
+    records = load_records(preset("ultrafeedback_binarized", FIXTURES / "ultrafeedback_binarized.jsonl"), "train")
     assert records[0] == {
         "prompt": [{"role": "user", "content": "Name a prime number."}],
         "responses": ["7 is prime.", "9 is prime."],
@@ -131,13 +129,9 @@ def test_ultrafeedback_raw_list_with_the_score_field_chosen_in_yaml():
     assert records[1]["scores"] == [4.0, 4.0]  # a tie
     overall = load_records(preset("ultrafeedback", path, fields_score="overall_score"), "train")
     assert overall[0]["scores"] == [7.0, 4.0, 8.5, 2.0]
-    nested = load_records(
-        preset("ultrafeedback", path, fields_score="annotations.helpfulness.Rating"), "train"
-    )
+    nested = load_records(preset("ultrafeedback", path, fields_score="annotations.helpfulness.Rating"), "train")
     assert nested[0]["scores"] == [4.0, 2.0, 5.0, 1.0]  # the ratings are strings "4", ...
-    mixed = load_records(
-        preset("ultrafeedback", path, fields_score={"overall_score": 1, "fine-grained_score": 2}), "x"
-    )
+    mixed = load_records(preset("ultrafeedback", path, fields_score={"overall_score": 1, "fine-grained_score": 2}), "x")
     assert mixed[0]["scores"] == [15.5, 9.0, 18.0, 4.5]
 
 
@@ -202,9 +196,7 @@ def test_helpsteer2_groups_rows_by_prompt():
     assert records[0]["responses"] == ["C# is a language by Microsoft.", "A musical note."]
     assert records[0]["scores"] == [3.0, 1.0]
     assert records[2]["scores"] == [3.0, 3.0]
-    weighted = preset(
-        "helpsteer2", FIXTURES / "helpsteer2.jsonl", fields_score={"helpfulness": 1, "correctness": 0.5}
-    )
+    weighted = preset("helpsteer2", FIXTURES / "helpsteer2.jsonl", fields_score={"helpfulness": 1, "correctness": 0.5})
     assert load_records(weighted, "train")[0]["scores"] == [5.0, 2.0]
 
 
@@ -254,9 +246,7 @@ def test_hub_loading_passes_id_subset_data_dir_and_split(monkeypatch):
         raise ConnectionError("no network\nmore detail")
 
     monkeypatch.setattr(datasets, "load_dataset", offline)
-    with pytest.raises(
-        PrefrunError, match=r"Anthropic/hh-rlhf split 'test'.*ConnectionError: no network\); check"
-    ):
+    with pytest.raises(PrefrunError, match=r"Anthropic/hh-rlhf split 'test'.*ConnectionError: no network\); check"):
         load_records(cfg, "eval")
 
 
@@ -270,16 +260,12 @@ def test_missing_file_names_the_path_and_the_key(tmp_path):
 
 def test_unknown_extension(tmp_path):
     (tmp_path / "d.txt").write_text("x")
-    with pytest.raises(
-        PrefrunError, match=r"unknown extension '.txt'; use one of .jsonl, .json, .parquet, .csv"
-    ):
+    with pytest.raises(PrefrunError, match=r"unknown extension '.txt'; use one of .jsonl, .json, .parquet, .csv"):
         load_records(pair_cfg(tmp_path / "d.txt", chosen="c", rejected="r"), "train")
 
 
 def test_row_missing_a_mapped_field_names_field_row_file_and_yaml_key(tmp_path):
-    path = write_jsonl(
-        tmp_path / "d.jsonl", [{"p": "q", "c": "a", "r": "b"}, {"p": "q", "c": "a", "bad": "b"}]
-    )
+    path = write_jsonl(tmp_path / "d.jsonl", [{"p": "q", "c": "a", "r": "b"}, {"p": "q", "c": "a", "bad": "b"}])
     with pytest.raises(PrefrunError) as err:
         load_records(pair_cfg(path, prompt="p", chosen="c", rejected="r"), "train")
     message = str(err.value)
@@ -297,9 +283,7 @@ def test_empty_dataset(tmp_path):
 def test_none_and_nan_scores_name_the_row(tmp_path):
     fields = {"prompt": "p", "chosen": "c", "rejected": "r", "score_chosen": "sc", "score_rejected": "sr"}
     path = write_jsonl(tmp_path / "d.jsonl", [{"p": "q", "c": "a", "r": "b", "sc": None, "sr": 0}])
-    with pytest.raises(
-        PrefrunError, match=r"row 0 \(line 1\): field 'sc' \(dataset.fields.score_chosen\) is empty"
-    ):
+    with pytest.raises(PrefrunError, match=r"row 0 \(line 1\): field 'sc' \(dataset.fields.score_chosen\) is empty"):
         load_records(pair_cfg(path, **fields), "train")
     (tmp_path / "d.csv").write_text("p,c,r,sc,sr\nq,a,b,1,0\nq,a,b,,0\n")
     with pytest.raises(PrefrunError, match=r"d.csv row 1 \(line 3\): field 'sc'.* is empty \(None/NaN\)"):
@@ -308,9 +292,7 @@ def test_none_and_nan_scores_name_the_row(tmp_path):
     with pytest.raises(PrefrunError, match="is empty"):
         load_records(pair_cfg(tmp_path / "n.jsonl", **fields), "train")
     path = write_jsonl(tmp_path / "s.jsonl", [{"p": "q", "c": "a", "r": "b", "sc": "N/A", "sr": 0}])
-    with pytest.raises(
-        PrefrunError, match=r"row 0 \(line 1\): field 'sc' \(dataset.fields.score_chosen\) is 'N/A'"
-    ):
+    with pytest.raises(PrefrunError, match=r"row 0 \(line 1\): field 'sc' \(dataset.fields.score_chosen\) is 'N/A'"):
         load_records(pair_cfg(path, **fields), "train")
 
 
@@ -324,9 +306,7 @@ def test_missing_rank_names_the_response(tmp_path):
     path = write_jsonl(
         tmp_path / "n.jsonl", [{"prompt": "p", "answers": [{"answer": "a", "rank": 1}, {"answer": "b"}]}]
     )
-    with pytest.raises(
-        PrefrunError, match=r"row 0 \(line 1\) answers\[1\]: no field 'rank'.*dataset.fields.rank"
-    ):
+    with pytest.raises(PrefrunError, match=r"row 0 \(line 1\) answers\[1\]: no field 'rank'.*dataset.fields.rank"):
         load_records(preset("nectar", path), "train")
 
 
@@ -473,14 +453,10 @@ def test_every_loader_on_the_real_rows():
 
     # LLaMA-Factory DPO demo via local: ShareGPT {from, value} messages, chosen/rejected one message each
     path = REAL / "other_schemas/llamafactory_dpo_en_demo.jsonl"
-    cfg = preset(
-        "local", path, fields_prompt="conversations", fields_chosen="chosen", fields_rejected="rejected"
-    )
+    cfg = preset("local", path, fields_prompt="conversations", fields_chosen="chosen", fields_rejected="rejected")
     records = load_records(cfg, "train")
     assert len(records) == 15
     roles = {"human": "user", "gpt": "assistant", "system": "system"}
     for record, row in zip(records, raw(path.relative_to(REAL).as_posix())):
-        assert record["prompt"] == [
-            {"role": roles[m["from"]], "content": m["value"]} for m in row["conversations"]
-        ]
+        assert record["prompt"] == [{"role": roles[m["from"]], "content": m["value"]} for m in row["conversations"]]
         assert record["responses"] == [row["chosen"]["value"], row["rejected"]["value"]]

@@ -40,9 +40,7 @@ def test_pairs_carry_scores_prompt_and_other_keys_and_leave_the_input_alone():
 
 
 def test_a_pair_in_the_wrong_order_is_turned_around_and_a_good_pair_kept():
-    assert pairs_of("best_worst", {"prompt": "p", "responses": ["l", "w"], "scores": [0.0, 1.0]}) == [
-        ("w", "l")
-    ]
+    assert pairs_of("best_worst", {"prompt": "p", "responses": ["l", "w"], "scores": [0.0, 1.0]}) == [("w", "l")]
     good = {"prompt": "p", "responses": ["w", "l"], "scores": [1.0, 0.0]}
     assert to_pairs([good], "all") == ([good], 0)
 

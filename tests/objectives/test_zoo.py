@@ -153,9 +153,7 @@ def test_apo_zero():
 
 def test_apo_down():
     d, beta = pair_batch(6), 0.1
-    want = [
-        sig(beta * (lw - rw)) + (1 - sig(beta * ((lw - rw) - (ll - rl)))) for lw, ll, rw, rl, _, _ in pairs(d)
-    ]
+    want = [sig(beta * (lw - rw)) + (1 - sig(beta * ((lw - rw) - (ll - rl)))) for lw, ll, rw, rl, _, _ in pairs(d)]
     assert run("apo_down", d, beta=beta).loss.item() == pytest.approx(mean(want), **TOL)
 
 
@@ -187,10 +185,7 @@ def test_ln_dpo():
 
 def test_sppo_hard():
     d, beta = pair_batch(10), 0.01
-    want = [
-        ((lw - rw) - 1 / (2 * beta)) ** 2 + ((ll - rl) + 1 / (2 * beta)) ** 2
-        for lw, ll, rw, rl, _, _ in pairs(d)
-    ]
+    want = [((lw - rw) - 1 / (2 * beta)) ** 2 + ((ll - rl) + 1 / (2 * beta)) ** 2 for lw, ll, rw, rl, _, _ in pairs(d)]
     assert run("sppo_hard", d, beta=beta).loss.item() == pytest.approx(mean(want), **TOL)
 
 
@@ -406,12 +401,7 @@ def test_unpaired_metrics_split_by_label():
     bad = [beta * (p - r) for p, r, g in zip(u["pol"], u["ref"], u["labels"]) if not g]
     assert out.metrics["rewards/chosen"] == pytest.approx(mean(good), **TOL)
     assert out.metrics["rewards/rejected"] == pytest.approx(mean(bad), **TOL)
-    acc = mean(
-        [
-            float((x > 0) == g)
-            for x, g in zip([beta * (p - r) for p, r in zip(u["pol"], u["ref"])], u["labels"])
-        ]
-    )
+    acc = mean([float((x > 0) == g) for x, g in zip([beta * (p - r) for p, r in zip(u["pol"], u["ref"])], u["labels"])])
     assert out.metrics["rewards/accuracies"] == pytest.approx(acc)
 
 

@@ -55,9 +55,7 @@ def _pairs(n: int) -> list[dict]:
         if r["scores"][0] == r["scores"][1]:
             continue
         order = sorted(range(2), key=lambda i: -r["scores"][i])
-        out.append(
-            {"prompt": r["prompt"], "responses": [r["responses"][i] for i in order], "scores": [1.0, 0.0]}
-        )
+        out.append({"prompt": r["prompt"], "responses": [r["responses"][i] for i in order], "scores": [1.0, 0.0]})
     return out[:n]
 
 
