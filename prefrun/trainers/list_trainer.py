@@ -21,6 +21,7 @@ from trl.models.utils import disable_gradient_checkpointing
 from trl.trainer.utils import use_adapter
 
 from prefrun.data.collator import ListCollator, to_lists
+from prefrun.data.shared_prompt import SharedPromptCollator, shared_prompt_inputs, sum_by_response
 from prefrun.objectives import Objective
 
 try:
@@ -33,7 +34,8 @@ class ListTrainer(DPOTrainer):
     """Train ``objective`` on a dataset of tokenized records (prompt_ids, response_ids[K], scores[K]).
 
     ``ref_cache`` (optional) maps a tokenized dataset to its reference log-probs and back, so a sweep
-    computes them once (see prefrun.trainers.ref_cache).
+    computes them once (see prefrun.trainers.ref_cache). ``shared_prompt`` packs each prompt once
+    with its K responses in one row (see prefrun.data.shared_prompt) instead of K prompt copies.
     """
 
     _tag_names = ["trl", "prefrun"]
@@ -46,6 +48,7 @@ class ListTrainer(DPOTrainer):
         train_dataset: Dataset,
         processing_class: Any,
         ref_cache: Any = None,
+        shared_prompt: bool = False,
         **kwargs: Any,
     ):
         self.objective = objective
@@ -60,7 +63,7 @@ class ListTrainer(DPOTrainer):
             args=args,
             train_dataset=train_dataset,
             processing_class=processing_class,
-            data_collator=ListCollator(pad_token_id=processing_class.pad_token_id),
+            data_collator=(SharedPromptCollator if shared_prompt else ListCollator)(processing_class.pad_token_id),
             **kwargs,
         )
 
@@ -111,13 +114,16 @@ class ListTrainer(DPOTrainer):
     # --- forward -----------------------------------------------------------------------------------
     def _response_logps(self, model: Any, batch: dict[str, torch.Tensor], reference: bool = False):
         """Summed log-probs [N] and token counts [N] of the responses in ``batch``, one forward."""
-        completion_mask = batch["completion_mask"]
-        labels = batch["input_ids"].masked_fill(completion_mask == 0, -100)
-        kwargs = {
-            "input_ids": batch["input_ids"],
-            "attention_mask": batch["attention_mask"],
-            "use_cache": False,
-        }
+        if "label_owner" in batch:  # shared-prompt packing: 4-D mask, restarted positions, pre-shifted labels
+            kwargs = shared_prompt_inputs(batch, next(model.parameters()).dtype)
+        else:
+            completion_mask = batch["completion_mask"]
+            kwargs = {
+                "input_ids": batch["input_ids"],
+                "attention_mask": batch["attention_mask"],
+                "labels": batch["input_ids"].masked_fill(completion_mask == 0, -100),
+                "use_cache": False,
+            }
         context: Callable[[], Any] = contextlib.nullcontext
         if reference:
             self.reference_forwards += 1
@@ -125,15 +131,14 @@ class ListTrainer(DPOTrainer):
             if isinstance(unwrapped, PeftModel):
                 name = "ref" if "ref" in unwrapped.peft_config else None
                 context = lambda: use_adapter(unwrapped, adapter_name=name)  # noqa: E731
-            with (
-                torch.no_grad(),
-                disable_gradient_checkpointing(model, self.args.gradient_checkpointing_kwargs),
-            ):
+            with torch.no_grad(), disable_gradient_checkpointing(model, self.args.gradient_checkpointing_kwargs):
                 with context():
-                    per_token = model(**kwargs, labels=labels, fused_lm_head=True).log_probs
+                    per_token = model(**kwargs, fused_lm_head=True).log_probs
         else:
             self.policy_forwards += 1
-            per_token = model(**kwargs, labels=labels, fused_lm_head=True).log_probs
+            per_token = model(**kwargs, fused_lm_head=True).log_probs
+        if "label_owner" in batch:
+            return sum_by_response(per_token, batch)
         shift_mask = completion_mask[:, 1:]
         per_token = per_token[:, -shift_mask.size(1) :]
         return (per_token * shift_mask).sum(dim=1), shift_mask.sum(dim=1)
@@ -151,7 +156,7 @@ class ListTrainer(DPOTrainer):
         for key, value in out.metrics.items():
             self._metrics[mode][key].append(value)
         if mode == "train":
-            self._total_train_tokens += int(inputs["attention_mask"].sum().item())
+            self._total_train_tokens += int(inputs.get("padding_mask", inputs["attention_mask"]).sum().item())
         self._metrics[mode]["num_tokens"] = [self._total_train_tokens]
         if return_outputs:
             return out.loss, {"policy_logps": policy_logps}

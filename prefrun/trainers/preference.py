@@ -108,6 +108,7 @@ def train_preference(
     """Train ``objective`` from the reference at ``reference_path``; returns (policy, reference, tokenizer, stats)."""
     import torch
 
+    from prefrun.data.shared_prompt import use_shared_prompt
     from prefrun.models.loading import load_model_and_tokenizer, lora_config
     from prefrun.trainers.list_trainer import ListTrainer
     from prefrun.trainers.ref_cache import ReferenceCache, model_fingerprint, tokenizer_fingerprint
@@ -115,13 +116,15 @@ def train_preference(
     torch.manual_seed(cfg.seed)
     policy, tokenizer = load_model_and_tokenizer(reference_path, cfg.model, device)
     dataset = tokenized_dataset(records, tokenizer, cfg)
+    shared_prompt = use_shared_prompt(cfg.train.shared_prompt, dataset)
     ref_cache = None
     if cfg.cache.reference in ("on", True) and objective.needs_reference:
+        # The packing is part of the key: shared and unshared log-probs differ in the last float bits.
         ref_cache = ReferenceCache(
             Path(cfg.paths.cache_dir) / "reference",
             model_fingerprint(reference_path, cfg.model.get("revision")),
             tokenizer_fingerprint(tokenizer),
-            str(policy.dtype),
+            f"{policy.dtype},shared_prompt={shared_prompt}",
         )
     report_to = init_wandb(cfg, run_dir)
     args = dpo_config(cfg, run_dir / "checkpoints", cfg.train.steps, device, report_to)
@@ -132,12 +135,14 @@ def train_preference(
         train_dataset=dataset,
         processing_class=tokenizer,
         ref_cache=ref_cache,
+        shared_prompt=shared_prompt,
         peft_config=lora_config(cfg.model),
         callbacks=[MetricsFileCallback(MetricsFile(run_dir / "metrics.jsonl"), "train")],
     )
     trainer.train()
     stats = {
         "examples": len(dataset),
+        "shared_prompt": shared_prompt,
         "policy_forwards": trainer.policy_forwards,
         "reference_forwards": trainer.reference_forwards,
         "reference_cache": None if ref_cache is None else {"hits": ref_cache.hits, "misses": ref_cache.misses},
