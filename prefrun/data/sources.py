@@ -6,6 +6,7 @@ and, for synthetic tasks, the oracle reward and strict metrics used by evaluatio
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,8 +27,24 @@ class RunData:
 
 
 def build_data(dataset_cfg: Any, seed: int) -> RunData:
-    if dataset_cfg.get("synthetic"):
-        return _sort_task(dataset_cfg, seed)
+    data = _sort_task(dataset_cfg, seed) if dataset_cfg.get("synthetic") else _loaded(dataset_cfg)
+    if dataset_cfg.get("shuffle_scores"):
+        data.train = shuffled_scores(data.train, seed)
+    return data
+
+
+def shuffled_scores(records: list[Record], seed: int) -> list[Record]:
+    """A control: each list's scores permuted at random, so preferences carry no signal about quality."""
+    rng = random.Random(seed)
+    out = []
+    for record in records:
+        scores = list(record["scores"])
+        rng.shuffle(scores)
+        out.append({**record, "scores": scores})
+    return out
+
+
+def _loaded(dataset_cfg: Any) -> RunData:
     from prefrun.data.loaders import load_records
 
     train = load_records(dataset_cfg, "train")

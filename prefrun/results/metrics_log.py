@@ -50,4 +50,6 @@ class MetricsFileCallback(TrainerCallback):
 
     def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: ANN001 - TrainerCallback signature
         if self.is_main_process and logs:
-            self.metrics.append({"stage": self.stage, "step": state.global_step, **logs})
+            # The end-of-training summary (runtime, mean loss) shares the last step; mark it apart.
+            kind = "summary" if "train_runtime" in logs else "step"
+            self.metrics.append({"stage": self.stage, "step": state.global_step, "kind": kind, **logs})
