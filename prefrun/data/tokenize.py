@@ -21,19 +21,22 @@ def _common_prefix(a: list[int], b: list[int]) -> int:
     return n
 
 
+def _ids(encoded: Any) -> list[int]:
+    """Token ids from apply_chat_template, which returns a list or a BatchEncoding by version."""
+    return list(encoded["input_ids"] if hasattr(encoded, "keys") else encoded)
+
+
 def tokenize_record(record: Record, tokenizer: Any, max_prompt_len: int, max_response_len: int) -> dict:
     """{"prompt_ids": [...], "response_ids": [[...] × K]} with the prompt kept at its end, responses at their start."""
     prompt = record["prompt"]
     eos = [tokenizer.eos_token_id]
     if isinstance(prompt, list):
         prompt_ids = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True)
-        if isinstance(prompt_ids, dict):
-            prompt_ids = prompt_ids["input_ids"]
+        prompt_ids = _ids(prompt_ids)
         responses = []
         for text in record["responses"]:
             full = tokenizer.apply_chat_template([*prompt, {"role": "assistant", "content": text}], tokenize=True)
-            if isinstance(full, dict):
-                full = full["input_ids"]
+            full = _ids(full)
             cut = _common_prefix(prompt_ids, full)
             ids = list(full[cut:])
             if not ids or ids[-1] != tokenizer.eos_token_id:
