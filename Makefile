@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # a multi-GB CUDA build. GPU users: install your torch first, then `pip install -e .`.
 TORCH_PIN ?= torch==2.13.0
 
-.PHONY: setup run test lint bench repro-lipo repro-curry repro-zoo clean
+.PHONY: setup run test lint bench repro-lipo repro-curry clean
 
 $(BIN)/prefrun: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -30,17 +30,13 @@ lint: setup
 bench: setup
 	$(BIN)/python scripts/bench.py
 
+# Each study chooses every variant's hyperparameters on validation prompts, runs 3 seeds on test
+# prompts and prints prefrun-compare of the result (scripts/repro.py).
 repro-lipo: setup
-	$(BIN)/prefrun -m experiment=lipo_vs_dpo
-	$(BIN)/prefrun-compare outputs/lipo_vs_dpo
+	$(BIN)/python scripts/repro.py lipo_vs_dpo logger=none
 
 repro-curry: setup
-	$(BIN)/prefrun -m experiment=curry_dpo
-	$(BIN)/prefrun-compare outputs/curry_dpo
-
-repro-zoo: setup
-	$(BIN)/prefrun -m experiment=zoo
-	$(BIN)/prefrun-compare outputs/zoo
+	$(BIN)/python scripts/repro.py curry_dpo logger=none
 
 clean:
 	rm -rf outputs/* .pytest_cache

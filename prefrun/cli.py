@@ -16,8 +16,14 @@ def _overrides_dir(value: str) -> str:
     return value.replace("/", "_") if value else "default"
 
 
+def _curriculum_suffix(name: str) -> str:
+    """Curriculum runs get their own objective directory: dpo, dpo+score_gap, dpo+iterative."""
+    return "" if name == "none" else f"+{name}"
+
+
 if not OmegaConf.has_resolver("prefrun.overrides"):
     OmegaConf.register_new_resolver("prefrun.overrides", _overrides_dir)
+    OmegaConf.register_new_resolver("prefrun.curriculum", _curriculum_suffix)
 
 
 def _main(cfg) -> None:  # noqa: ANN001 - Hydra passes a DictConfig
@@ -49,7 +55,9 @@ def main() -> None:
 
     from prefrun.errors import PrefrunError
 
-    app = hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")(_main)
+    from prefrun.launch import with_launcher  # issue 5: N processes (torchrun) or srun's ranks, else this one
+
+    app = hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")(with_launcher(_main))
     try:
         app()
     except PrefrunError as e:  # raised during composition-time checks

@@ -15,6 +15,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from prefrun.errors import PrefrunError
+from prefrun.launch import is_main_process, reset_run_dir
 from prefrun.objectives import Objective, get_objective, get_spec
 from prefrun.results.files import environment, write_atomic, write_json
 
@@ -103,21 +104,24 @@ def run(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None) -> d
     timings: dict[str, float] = {}
     objective = build_objective(cfg.objective)  # validates before anything heavy happens
     check_run_dir(run_dir, cfg)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if cfg.run.overwrite:
-        for name in ("results.json", "metrics.jsonl"):
-            (run_dir / name).unlink(missing_ok=True)
-    write_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
-    write_atomic(run_dir / "overrides.yaml", OmegaConf.to_yaml(OmegaConf.create(list(overrides or []))))
-    write_json(run_dir / "env.json", environment())
+    main_process = is_main_process()  # issue 5: only rank 0 of a multi-process run writes the run directory
+    if main_process:
+        # A finished run with run.overwrite starts clean; a partial one resumes from its last complete
+        # checkpoint (run.resume; metrics.jsonl cut back to it) or starts clean (prefrun.launch.reset_run_dir).
+        reset_run_dir(run_dir, cfg)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+        write_atomic(run_dir / "overrides.yaml", OmegaConf.to_yaml(OmegaConf.create(list(overrides or []))))
+        write_json(run_dir / "env.json", environment())
 
     from prefrun.data.sources import build_data
 
     t = time.time()
-    data = build_data(cfg.dataset, cfg.seed)
+    data = build_data(cfg.dataset, cfg.seed, eval_split=cfg.eval.get("split", "test"))
     if not data.train:
         raise PrefrunError(f"dataset {cfg.dataset.name} is empty; check dataset.path and dataset.splits")
-    train_records = shape_for_objective(data.train, objective, cfg.dataset)
+    curriculum = cfg.curriculum.name != "none"
+    train_records = data.train if curriculum else shape_for_objective(data.train, objective, cfg.dataset)
     if not train_records:
         raise PrefrunError(
             f"dataset {cfg.dataset.name} yields no training example for objective {objective.name} (all lists tied?)"
@@ -149,9 +153,17 @@ def run(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None) -> d
     timings["sft_s"] = time.time() - t
 
     t = time.time()
-    policy, reference, tokenizer, train_stats = train_preference(
-        cfg, objective, train_records, reference_path, run_dir, device
-    )
+    if curriculum:
+        from prefrun.models.loading import load_model_and_tokenizer
+        from prefrun.trainers.stages import train_curriculum
+
+        policy, tokenizer, train_stats = train_curriculum(cfg, objective, train_records, reference_path, run_dir,
+                                                          device)
+        reference = load_model_and_tokenizer(reference_path, cfg.model, device)[0].eval()
+    else:
+        policy, reference, tokenizer, train_stats = train_preference(
+            cfg, objective, train_records, reference_path, run_dir, device
+        )
     timings["train_s"] = time.time() - t
 
     t = time.time()
@@ -173,13 +185,14 @@ def run(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None) -> d
     elif cfg.eval.name == "oracle":
         evaluation = {"note": f"dataset {cfg.dataset.name} has no oracle; only training metrics are reported"}
     timings["eval_s"] = time.time() - t
+    finish_wandb(cfg, evaluation)
     timings["wall_s"] = time.time() - started
 
     results = {
         "experiment": cfg.experiment_name,
         "dataset": cfg.dataset.name,
         "model": cfg.model.name,
-        "objective": objective.name,
+        "objective": objective.name if not curriculum else f"{objective.name}+{cfg.curriculum.name}",
         "hparams": {k: v for k, v in objective.hparams.items()},
         "train": {"lr": cfg.train.lr, "steps": cfg.train.steps, "batch_size": cfg.train.batch_size},
         "seed": cfg.seed,
@@ -189,7 +202,8 @@ def run(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None) -> d
         "variant": run_dir.parent.name,  # the override part of the run directory
         "run_dir": str(run_dir),
     }
-    write_json(run_dir / "results.json", results)  # last: its presence marks the run finished
+    if main_process:
+        write_json(run_dir / "results.json", results)  # last: its presence marks the run finished
     return results
 
 
@@ -220,6 +234,17 @@ def summary_table(results: dict[str, Any]) -> str:
     )
     lines.append(f"run directory: {results['run_dir']}")
     return "\n".join(lines)
+
+
+def finish_wandb(cfg: DictConfig, evaluation: dict[str, Any]) -> None:
+    """Put the final evaluation into the W&B run's summary and close it (the same numbers as results.json)."""
+    if cfg.logger.name != "wandb":
+        return
+    import wandb
+
+    if wandb.run is not None:
+        wandb.run.summary.update({f"eval/{k}": v for k, v in evaluation.items() if isinstance(v, int | float)})
+        wandb.finish()
 
 
 def wandb_mode(requested: str) -> str:

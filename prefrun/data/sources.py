@@ -26,8 +26,14 @@ class RunData:
     strict_fns: dict[str, Callable[[str, str], bool]] = field(default_factory=dict)
 
 
-def build_data(dataset_cfg: Any, seed: int) -> RunData:
-    data = _sort_task(dataset_cfg, seed) if dataset_cfg.get("synthetic") else _loaded(dataset_cfg)
+EVAL_SEEDS = {"test": 999_999, "validation": 777_777}  # disjoint held-out prompt streams of synthetic tasks
+
+
+def build_data(dataset_cfg: Any, seed: int, eval_split: str = "test") -> RunData:
+    """The run's data; ``eval_split`` picks the held-out prompts: test, or validation for model selection."""
+    if eval_split not in EVAL_SEEDS:
+        raise PrefrunError(f"eval.split={eval_split!r} must be one of {', '.join(EVAL_SEEDS)}")
+    data = _sort_task(dataset_cfg, EVAL_SEEDS[eval_split]) if dataset_cfg.get("synthetic") else _loaded(dataset_cfg)
     if dataset_cfg.get("shuffle_scores"):
         data.train = shuffled_scores(data.train, seed)
     return data
@@ -57,7 +63,7 @@ def _loaded(dataset_cfg: Any) -> RunData:
     return RunData(train=train, eval_prompts=[r["prompt"] for r in eval_records])
 
 
-def _sort_task(cfg: Any, seed: int) -> RunData:
+def _sort_task(cfg: Any, eval_seed: int) -> RunData:
     if cfg.name != "sort":
         raise PrefrunError(f"unknown synthetic task {cfg.name!r}; available: sort")
     task = synthetic.SortTask(min_len=cfg.min_len, max_len=cfg.max_len, vocab=cfg.vocab)
@@ -67,7 +73,7 @@ def _sort_task(cfg: Any, seed: int) -> RunData:
     train = synthetic.preference_records(task, cfg.train_prompts, cfg.k, cfg.max_swaps, cfg.corrupt_prob, seed=10_000)
     return RunData(
         train=train,
-        eval_prompts=synthetic.eval_prompts(task, cfg.eval_prompts, seed=999_999),
+        eval_prompts=synthetic.eval_prompts(task, cfg.eval_prompts, seed=eval_seed),
         sft=synthetic.sft_records(task, cfg.sft_records, cfg.sft_max_swaps, seed=0),
         words=task.words(),
         reward_fn=synthetic.oracle_reward,

@@ -13,6 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from prefrun.data.records import Record
 from prefrun.data.tokenize import tokenize_record
+from prefrun.launch import is_main_process, preemption_callback, rank0_first, resume_checkpoint
 from prefrun.objectives import Objective
 from prefrun.results.metrics_log import MetricsFile, MetricsFileCallback
 
@@ -37,18 +38,40 @@ def tokenized_dataset(records: list[Record], tokenizer: Any, cfg: DictConfig) ->
 def dpo_config(cfg: DictConfig, output_dir: Path, steps: int, device: str, report_to: list[str]) -> Any:
     from trl import DPOConfig
 
+    from prefrun.launch import batch_layout
+
     hw = cfg.hardware
+    # --- hardware group (issue 5): global batch split over ranks, engines, checkpoints --------------------
+    per_device, accumulation = batch_layout(cfg)  # a global batch that does not divide is a PrefrunError
+    engine: dict[str, Any] = {}
+    if hw.get("backend"):
+        engine["ddp_backend"] = hw.backend
+    if hw.get("ddp_timeout_s"):
+        engine["ddp_timeout"] = int(hw.ddp_timeout_s)  # rank 0 precomputes reference log-probs meanwhile
+    if hw.get("fsdp"):
+        engine["fsdp"] = True
+        engine["fsdp_config"] = OmegaConf.to_container(hw.fsdp, resolve=True)
+    if hw.get("deepspeed"):
+        engine["deepspeed"] = OmegaConf.to_container(hw.deepspeed, resolve=True)
+    if engine.get("fsdp") or engine.get("deepspeed"):
+        engine["ddp_find_unused_parameters"] = None
+    elif hw.get("num_processes", 1) * hw.get("num_nodes", 1) > 1:
+        engine["ddp_find_unused_parameters"] = False  # every parameter gets a gradient each step
+    checkpoint_steps = cfg.run.get("checkpoint_steps") or 0
+    # ------------------------------------------------------------------------------------------------------
     return DPOConfig(
         output_dir=str(output_dir),
         max_steps=steps,
-        per_device_train_batch_size=cfg.train.batch_size // max(1, hw.num_processes * hw.num_nodes),
+        per_device_train_batch_size=per_device,
+        gradient_accumulation_steps=accumulation,
         learning_rate=cfg.train.lr,
         lr_scheduler_type=cfg.train.scheduler,
         warmup_steps=cfg.train.warmup_steps,
         optim=cfg.train.optimizer,
         logging_steps=cfg.train.logging_steps,
-        save_strategy="steps" if cfg.run.checkpoint_steps else "no",
-        save_steps=cfg.run.checkpoint_steps or 500,
+        save_strategy="steps" if checkpoint_steps else "no",
+        save_steps=checkpoint_steps or 500,
+        save_total_limit=1,  # the newest complete checkpoint; the older one goes only after it is written
         report_to=report_to,
         use_cpu=device == "cpu",
         # TRL's config turns bf16 autocast on even with use_cpu: set precision explicitly.
@@ -64,6 +87,7 @@ def dpo_config(cfg: DictConfig, output_dir: Path, steps: int, device: str, repor
         max_length=None,
         dataloader_num_workers=0,
         save_only_model=False,
+        **engine,
     )
 
 
@@ -78,6 +102,8 @@ def init_wandb(cfg: DictConfig, run_dir: Path) -> list[str]:
     from prefrun.run import wandb_mode
 
     os.environ.setdefault("WANDB_SILENT", "true")
+    if wandb.run is not None:  # a later stage of the same run (curricula) logs into the same W&B run
+        return ["wandb"]
     name = (
         run_dir.relative_to(Path(cfg.paths.output_dir)).as_posix()
         if run_dir.is_relative_to(Path(cfg.paths.output_dir))
@@ -104,8 +130,17 @@ def train_preference(
     reference_path: str,
     run_dir: Path,
     device: str,
+    *,
+    steps: int | None = None,
+    sequential: bool = False,
+    stage: str = "train",
+    load_reference: bool = True,
 ) -> tuple[Any, Any, Any, dict[str, Any]]:
-    """Train ``objective`` from the reference at ``reference_path``; returns (policy, reference, tokenizer, stats)."""
+    """Train ``objective`` from the model at ``reference_path``, which is also the reference.
+
+    Returns (policy, reference or None, tokenizer, stats). ``steps`` defaults to train.steps;
+    ``sequential`` keeps the records' order (curricula); ``stage`` tags metrics.jsonl lines.
+    """
     import torch
 
     from prefrun.data.shared_prompt import use_shared_prompt
@@ -126,20 +161,32 @@ def train_preference(
             tokenizer_fingerprint(tokenizer),
             f"{policy.dtype},shared_prompt={shared_prompt}",
         )
-    report_to = init_wandb(cfg, run_dir)
-    args = dpo_config(cfg, run_dir / "checkpoints", cfg.train.steps, device, report_to)
-    trainer = ListTrainer(
-        model=policy,
-        objective=objective,
-        args=args,
-        train_dataset=dataset,
-        processing_class=tokenizer,
-        ref_cache=ref_cache,
-        shared_prompt=shared_prompt,
-        peft_config=lora_config(cfg.model),
-        callbacks=[MetricsFileCallback(MetricsFile(run_dir / "metrics.jsonl"), "train")],
-    )
-    trainer.train()
+    main_process = is_main_process()  # issue 5: only rank 0 writes metrics.jsonl and W&B
+    report_to = init_wandb(cfg, run_dir) if main_process else []
+    out_dir = run_dir / "checkpoints" if stage == "train" else run_dir / "checkpoints" / stage
+    args = dpo_config(cfg, out_dir, steps or cfg.train.steps, device, report_to)
+    if sequential:  # curricula order the data themselves; a random sampler would undo it
+        args.train_sampling_strategy = "sequential"
+    with rank0_first():  # issue 5: rank 0 computes + caches the reference log-probs, the other ranks load them
+        trainer = ListTrainer(
+            model=policy,
+            objective=objective,
+            args=args,
+            train_dataset=dataset,
+            processing_class=tokenizer,
+            ref_cache=ref_cache,
+            shared_prompt=shared_prompt,
+            peft_config=lora_config(cfg.model),
+            callbacks=[MetricsFileCallback(MetricsFile(run_dir / "metrics.jsonl"), stage, main_process)],
+        )
+    # --- issue 5: checkpoint on SIGTERM/SIGUSR1, resume from the last complete checkpoint ------------------
+    preemption = preemption_callback(objective)
+    trainer.add_callback(preemption)
+    resume_from = resume_checkpoint(cfg, args.output_dir)
+    preemption.restore_objective(resume_from)
+    trainer.train(resume_from_checkpoint=resume_from)
+    preemption.exit_if_preempted()
+    # --------------------------------------------------------------------------------------------------------
     stats = {
         "examples": len(dataset),
         "shared_prompt": shared_prompt,
@@ -149,12 +196,8 @@ def train_preference(
         "train_runtime_s": trainer.state.log_history[-1].get("train_runtime") if trainer.state.log_history else None,
         "num_tokens": trainer._total_train_tokens,
     }
-    if report_to:
-        import wandb
-
-        wandb.finish()
     model = trainer.model
     if hasattr(model, "merge_and_unload"):
         model = model.merge_and_unload()
-    reference, _ = load_model_and_tokenizer(reference_path, cfg.model, device)
-    return model.eval(), reference.eval(), tokenizer, stats
+    reference = load_model_and_tokenizer(reference_path, cfg.model, device)[0].eval() if load_reference else None
+    return model.eval(), reference, tokenizer, stats

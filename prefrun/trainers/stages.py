@@ -1,0 +1,54 @@
+"""Curriculum training (Curry-DPO): one sequential pass, or iterative stages with a moving reference.
+
+Non-iterative: all best-vs-other pairs, easiest bucket first, one run with a sequential sampler and
+the SFT reference. Iterative (``curriculum.stages = N > 1``): stage i trains on the i-th easiest pair
+set for train.steps / N steps, starting from stage i−1's policy, saved to ``stages/stage<i−1>/``;
+that saved model is stage i's reference, so its reference log-probs are computed anew (the cache key
+holds the model's weights).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+from prefrun.data.curriculum import curriculum_stages
+from prefrun.errors import PrefrunError
+from prefrun.objectives import Objective
+from prefrun.trainers.preference import train_preference
+
+
+def train_curriculum(
+    cfg: DictConfig, objective: Objective, records: list[dict], sft_path: str, run_dir: Path, device: str
+) -> tuple[Any, Any, dict[str, Any]]:
+    """Returns (policy, tokenizer, stats) after the curriculum; the caller evaluates against the SFT model."""
+    if objective.spec.data != "pairwise":
+        raise PrefrunError(f"curriculum={cfg.curriculum.name} builds pairs; objective {objective.name} needs "
+                           f"{objective.spec.data} data: use a pairwise objective such as dpo")
+    n_stages = int(cfg.curriculum.stages)
+    if n_stages < 1:
+        raise PrefrunError(f"curriculum.stages={n_stages} must be ≥ 1")
+    if n_stages == 1:
+        buckets = curriculum_stages(records, stages=len(records[0]["responses"]), seed=cfg.seed)
+        sets = [[pair for bucket in buckets for pair in bucket]]
+    else:
+        sets = curriculum_stages(records, stages=n_stages, seed=cfg.seed)
+    if not sets or not sets[0]:
+        raise PrefrunError(f"dataset {cfg.dataset.name} yields no curriculum pair (all lists tied?)")
+    steps = max(1, cfg.train.steps // len(sets))
+    init = sft_path
+    stats: dict[str, Any] = {"stages": []}
+    for i, pairs in enumerate(sets, 1):
+        stage = "train" if len(sets) == 1 else f"stage{i}"
+        policy, _, tokenizer, stage_stats = train_preference(
+            cfg, objective, pairs, init, run_dir, device, steps=steps, sequential=True, stage=stage,
+            load_reference=False,
+        )
+        stats["stages"].append({"stage": stage, "pairs": len(pairs), "steps": steps, **stage_stats})
+        if i < len(sets):
+            init = str(run_dir / "stages" / stage)
+            policy.save_pretrained(init)
+            tokenizer.save_pretrained(init)
+    return policy, tokenizer, stats

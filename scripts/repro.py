@@ -1,0 +1,66 @@
+"""Reproduce a study: choose each variant's hyperparameters on validation prompts, then run seeds on test.
+
+    python scripts/repro.py lipo_vs_dpo        # what `make repro-lipo` runs
+
+Reads the experiment's `study` block (conf/experiment/<name>.yaml): for every variant, a multirun over
+its grid on eval.split=validation (seed 0), the best point by `select_by`, then a multirun of that
+point over `seeds` on the test prompts; finally prefrun-compare over the test runs.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def prefrun_multirun(*overrides: str) -> None:
+    cmd = [sys.executable, "-m", "prefrun", "-m", *overrides]
+    print("+", " ".join(cmd[2:]), flush=True)
+    subprocess.run(cmd, check=True, cwd=ROOT)
+
+
+def best_point(select_root: Path, grid: dict, metric: str) -> tuple[list[str], dict]:
+    keys = list(grid)
+    scored = []
+    for values in itertools.product(*(grid[k] for k in keys)):
+        point = [f"{k}={v}" for k, v in zip(keys, values)]
+        hits = [json.loads(p.read_text()) for p in select_root.rglob("results.json")
+                if all(part in p.parent.parent.name.split(",") for part in point)]
+        if hits:
+            scored.append((hits[0]["eval"][metric], point))
+    best = max(scored)
+    return best[1], {"candidates": [(s, p) for s, p in scored], "chosen": best[1]}
+
+
+def main(name: str, extra: list[str]) -> None:
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        study = OmegaConf.to_container(compose("config", overrides=[f"experiment={name}"]).study, resolve=True)
+    out = Path("outputs")
+    report = {}
+    for variant, spec in study["variants"].items():
+        base = [f"experiment={name}", *spec["overrides"], *extra]
+        chosen: list[str] = []
+        if spec["grid"]:
+            sel_name = f"{name}_select/{variant}"
+            grid_args = [f"{k}={','.join(str(v) for v in vs)}" for k, vs in spec["grid"].items()]
+            prefrun_multirun(*base, *grid_args, "eval.split=validation", "seed=0", f"experiment_name={sel_name}")
+            chosen, report[variant] = best_point(out / sel_name, spec["grid"], study["select_by"])
+        seeds = ",".join(str(s) for s in study["seeds"])
+        prefrun_multirun(*base, *chosen, f"seed={seeds}", f"experiment_name={name}/{variant}")
+    (out / name).mkdir(parents=True, exist_ok=True)
+    (out / name / "selection.json").write_text(json.dumps(report, indent=2))
+    print(json.dumps(report, indent=2))
+    subprocess.run([sys.executable, "-c", "from prefrun.results.compare import main; main()", str(out / name)],
+                   check=True, cwd=ROOT)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2:])
