@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
 from prefrun.errors import PrefrunError
 from prefrun.objectives import get_objective, get_spec
