@@ -54,7 +54,6 @@ def main() -> None:
     import hydra
 
     from prefrun.errors import PrefrunError
-
     from prefrun.launch import with_launcher  # issue 5: N processes (torchrun) or srun's ranks, else this one
 
     app = hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")(with_launcher(_main))

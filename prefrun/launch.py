@@ -47,7 +47,6 @@ WORKER_ENV = "PREFRUN_WORKER"
 PREEMPT_EXIT_CODE = 75  # EX_TEMPFAIL: "try again" - rerun the same command to resume
 PREEMPT_SIGNALS = ("SIGTERM", "SIGUSR1")
 CHECKPOINT_DIR = "checkpoints"
-OBJECTIVE_STATE = "objective_state.pt"
 DIST_ENV = (
     "RANK",
     "WORLD_SIZE",
@@ -387,7 +386,7 @@ def truncate_metrics(path: Path, step: int, stage: str = "train") -> None:
         return
     metrics.truncate_after(step)  # also drops a line torn by the kill
     rows = metrics.rows()
-    keep = [r for r in rows if not (r.get("stage") == stage and "train_runtime" in r)]
+    keep = [r for r in rows if not (r.get("stage") == stage and (r.get("kind") == "summary" or "train_runtime" in r))]
     if len(keep) != len(rows):
         write_atomic(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in keep))
 
@@ -436,14 +435,12 @@ class _Preemption:
     """SIGTERM / SIGUSR1 → save a checkpoint at the end of the current step on every rank, stop training.
 
     The flag is all-reduced each step, so a signal that reaches one rank stops all of them at the same
-    step (no rank is left waiting in a collective). Hook for objectives with running statistics
-    (``state_dict`` / ``load_state_dict``, e.g. a future BCO reward shift): they are written into the
-    checkpoint directory before the Trainer's trainer_state.json, so they belong to the complete set.
+    step (no rank is left waiting in a collective). Running statistics of objectives (BCO's reward
+    shift) are the trainer's to save with the checkpoint (ListTrainer's objective_state.json).
     Made a TrainerCallback by ``preemption_callback`` (transformers is imported only then).
     """
 
-    def __init__(self, objective: Any = None):
-        self.objective = objective
+    def __init__(self) -> None:
         self.requested: int | None = None  # the signal received here
         self.preempted = False  # training stopped for it (all ranks agree)
         self._previous: dict[int, Any] = {}
@@ -487,26 +484,10 @@ class _Preemption:
             self.preempted = True
             control.should_save = True
             control.should_training_stop = True
-        if control.should_save and hasattr(self.objective, "state_dict") and state.is_world_process_zero:
-            import torch
-
-            path = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-            path.mkdir(parents=True, exist_ok=True)
-            torch.save(self.objective.state_dict(), path / OBJECTIVE_STATE)
         return control
 
     def on_train_end(self, args, state, control, **kwargs):  # noqa: ANN001
         self.uninstall()
-
-    def restore_objective(self, checkpoint: str | None) -> None:
-        """Load the objective's running statistics from ``checkpoint`` (hook; no objective keeps any yet)."""
-        if checkpoint is None or self.objective is None or not hasattr(self.objective, "load_state_dict"):
-            return
-        path = Path(checkpoint) / OBJECTIVE_STATE
-        if path.exists():
-            import torch
-
-            self.objective.load_state_dict(torch.load(path, weights_only=False))
 
     def exit_if_preempted(self) -> None:
         """After ``trainer.train()`` returned: exit with PREEMPT_EXIT_CODE when a signal stopped it."""
@@ -519,9 +500,9 @@ class _Preemption:
             sys.exit(PREEMPT_EXIT_CODE)
 
 
-def preemption_callback(objective: Any = None) -> Any:
+def preemption_callback() -> Any:
     """A TrainerCallback doing what ``_Preemption`` says."""
     from transformers import TrainerCallback
 
     cls = type("PreemptionCallback", (_Preemption, TrainerCallback), {})
-    return cls(objective)
+    return cls()

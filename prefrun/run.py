@@ -157,8 +157,9 @@ def run(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None) -> d
         from prefrun.models.loading import load_model_and_tokenizer
         from prefrun.trainers.stages import train_curriculum
 
-        policy, tokenizer, train_stats = train_curriculum(cfg, objective, train_records, reference_path, run_dir,
-                                                          device)
+        policy, tokenizer, train_stats = train_curriculum(
+            cfg, objective, train_records, reference_path, run_dir, device
+        )
         reference = load_model_and_tokenizer(reference_path, cfg.model, device)[0].eval()
     else:
         policy, reference, tokenizer, train_stats = train_preference(

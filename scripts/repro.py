@@ -32,8 +32,11 @@ def best_point(select_root: Path, grid: dict, metric: str) -> tuple[list[str], d
     scored = []
     for values in itertools.product(*(grid[k] for k in keys)):
         point = [f"{k}={v}" for k, v in zip(keys, values)]
-        hits = [json.loads(p.read_text()) for p in select_root.rglob("results.json")
-                if all(part in p.parent.parent.name.split(",") for part in point)]
+        hits = [
+            json.loads(p.read_text())
+            for p in select_root.rglob("results.json")
+            if all(part in p.parent.parent.name.split(",") for part in point)
+        ]
         if hits:
             scored.append((hits[0]["eval"][metric], point))
     best = max(scored)
@@ -58,8 +61,11 @@ def main(name: str, extra: list[str]) -> None:
     (out / name).mkdir(parents=True, exist_ok=True)
     (out / name / "selection.json").write_text(json.dumps(report, indent=2))
     print(json.dumps(report, indent=2))
-    subprocess.run([sys.executable, "-c", "from prefrun.results.compare import main; main()", str(out / name)],
-                   check=True, cwd=ROOT)
+    subprocess.run(
+        [sys.executable, "-c", "from prefrun.results.compare import main; main()", str(out / name)],
+        check=True,
+        cwd=ROOT,
+    )
 
 
 if __name__ == "__main__":

@@ -16,14 +16,21 @@ from hydra import compose, initialize_config_dir
 from prefrun.run import run
 
 CONF = str(Path(__file__).resolve().parents[1] / "conf")
-FAST = ["logger=none", "sft.steps=400", "dataset.sft_records=8000", "dataset.train_prompts=3200", "train.steps=100",
-        "eval.prompts=256"]
+FAST = [
+    "logger=none",
+    "sft.steps=400",
+    "dataset.sft_records=8000",
+    "dataset.train_prompts=3200",
+    "train.steps=100",
+    "eval.prompts=256",
+]
 
 
 def compose_run(tmp: Path, *overrides: str):
     with initialize_config_dir(CONF, version_base="1.3"):
-        return compose("config", overrides=[f"paths.output_dir={tmp}/out", f"paths.cache_dir={tmp}/cache", *FAST,
-                                            *overrides])
+        return compose(
+            "config", overrides=[f"paths.output_dir={tmp}/out", f"paths.cache_dir={tmp}/cache", *FAST, *overrides]
+        )
 
 
 @pytest.fixture(scope="module")

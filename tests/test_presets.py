@@ -23,19 +23,38 @@ PRESETS = {
     "nectar": ("nectar.jsonl", "lipo", []),
     "shp": ("shp.jsonl", "ipo", []),
     "helpsteer2": ("helpsteer2.jsonl", "listmle", []),
-    "local": ("local.csv", "dpo", ["dataset.fields.prompt=question", "dataset.fields.chosen=good",
-                                   "dataset.fields.rejected=bad", "dataset.fields.score_chosen=good_score",
-                                   "dataset.fields.score_rejected=bad_score"]),
+    "kto_mix": ("kto_mix.jsonl", "kto", []),
+    "local": (
+        "local.csv",
+        "dpo",
+        [
+            "dataset.fields.prompt=question",
+            "dataset.fields.chosen=good",
+            "dataset.fields.rejected=bad",
+            "dataset.fields.score_chosen=good_score",
+            "dataset.fields.score_rejected=bad_score",
+        ],
+    ),
 }
 
 
 @pytest.mark.parametrize("preset", list(PRESETS))
 def test_dataset_preset_trains_on_the_tiny_model(tmp_path, preset):
     fixture, objective, extra = PRESETS[preset]
-    overrides = [f"dataset={preset}", f"dataset.path={FIXTURES / fixture}", f"objective={objective}",
-                 "logger=none", "eval=none", "train.steps=2", "train.batch_size=2", "train.max_prompt_len=64",
-                 "train.max_response_len=64", f"paths.output_dir={tmp_path}/out", f"paths.cache_dir={tmp_path}/c",
-                 *extra]
+    overrides = [
+        f"dataset={preset}",
+        f"dataset.path={FIXTURES / fixture}",
+        f"objective={objective}",
+        "logger=none",
+        "eval=none",
+        "train.steps=2",
+        "train.batch_size=2",
+        "train.max_prompt_len=64",
+        "train.max_response_len=64",
+        f"paths.output_dir={tmp_path}/out",
+        f"paths.cache_dir={tmp_path}/c",
+        *extra,
+    ]
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("config", overrides=overrides)
     results = run(cfg, tmp_path / "run", overrides=overrides)

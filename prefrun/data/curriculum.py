@@ -30,8 +30,11 @@ def gap_buckets(records: list[Record]) -> list[list[Record]]:
         for rank, j in enumerate(others):
             if rank == len(buckets):
                 buckets.append([])
-            pair = {**base, "responses": [record["responses"][best], record["responses"][j]],
-                    "scores": [scores[best], scores[j]]}
+            pair = {
+                **base,
+                "responses": [record["responses"][best], record["responses"][j]],
+                "scores": [scores[best], scores[j]],
+            }
             buckets[rank].append(pair)
     return buckets
 

@@ -37,6 +37,7 @@ class ObjectiveSpec:
     min_k: int
     defaults: dict[str, object]
     validate: Callable[[dict[str, object]], None] | None = None
+    inputs: tuple[str, ...] = ()  # extra per-batch inputs the trainer supplies (labels, kl_logratios, ...)
 
 
 _REGISTRY: dict[str, ObjectiveSpec] = {}
@@ -55,10 +56,12 @@ def register(
     def decorator(fn: Callable[..., ObjectiveOutput]) -> Callable[..., ObjectiveOutput]:
         if name in _REGISTRY:
             raise RuntimeError(f"objective {name!r} registered twice")
-        params = inspect.signature(fn).parameters.values()
+        params = list(inspect.signature(fn).parameters.values())
         defaults = {p.name: p.default for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY}
+        # Positional parameters after (policy_logps, ref_logps, scores, mask, lengths) are extra inputs.
+        inputs = tuple(p.name for p in params[5:] if p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD)
         k = min_k if min_k is not None else {"pairwise": 2, "list": 2, "unpaired": 1}[data]
-        _REGISTRY[name] = ObjectiveSpec(name, fn, data, needs_reference, k, defaults, validate)
+        _REGISTRY[name] = ObjectiveSpec(name, fn, data, needs_reference, k, defaults, validate, inputs)
         return fn
 
     return decorator

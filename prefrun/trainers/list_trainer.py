@@ -10,7 +10,9 @@ The trainer never asks an objective's name; it reads the spec (reference or not,
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -23,6 +25,8 @@ from trl.trainer.utils import use_adapter
 from prefrun.data.collator import ListCollator, to_lists
 from prefrun.data.shared_prompt import SharedPromptCollator, shared_prompt_inputs, sum_by_response
 from prefrun.objectives import Objective
+
+OBJECTIVE_STATE = "objective_state.json"
 
 try:
     from peft import PeftModel
@@ -55,6 +59,7 @@ class ListTrainer(DPOTrainer):
         self.ref_cache = ref_cache
         self.policy_forwards = 0  # counted for the one-pass-per-list guarantee (tests read it)
         self.reference_forwards = 0
+        self.objective_state: dict[str, float] = {"reward_sum": 0.0, "reward_count": 0}  # BCO's running δ
         # Reference log-probs are always precomputed from the initial policy (= the reference) before
         # training, so TRL never loads a second model; reference-free objectives skip them entirely.
         args.precompute_ref_log_probs = True
@@ -71,6 +76,8 @@ class ListTrainer(DPOTrainer):
     def _prepare_dataset(self, dataset: Dataset, processing_class: Any, args: Any, dataset_name: str) -> Dataset:
         if "prompt_ids" not in dataset.column_names:
             raise ValueError("ListTrainer expects tokenized records (prompt_ids, response_ids, scores)")
+        if "kl_logratios" in self.objective.spec.inputs:
+            dataset = with_mismatched_completion(dataset)
         return dataset
 
     def _set_signature_columns_if_needed(self) -> None:
@@ -112,8 +119,11 @@ class ListTrainer(DPOTrainer):
         return out
 
     # --- forward -----------------------------------------------------------------------------------
-    def _response_logps(self, model: Any, batch: dict[str, torch.Tensor], reference: bool = False):
-        """Summed log-probs [N] and token counts [N] of the responses in ``batch``, one forward."""
+    def _response_logps(self, model: Any, batch: dict[str, torch.Tensor], reference: bool = False, count: bool = True):
+        """Summed log-probs [N] and token counts [N] of the responses in ``batch``, one forward.
+
+        ``reference=True``: under no_grad, with the PEFT adapter swapped for the reference's.
+        """
         if "label_owner" in batch:  # shared-prompt packing: 4-D mask, restarted positions, pre-shifted labels
             kwargs = shared_prompt_inputs(batch, next(model.parameters()).dtype)
         else:
@@ -135,7 +145,7 @@ class ListTrainer(DPOTrainer):
                 with context():
                     per_token = model(**kwargs, fused_lm_head=True).log_probs
         else:
-            self.policy_forwards += 1
+            self.policy_forwards += count
             per_token = model(**kwargs, fused_lm_head=True).log_probs
         if "label_owner" in batch:
             return sum_by_response(per_token, batch)
@@ -145,13 +155,19 @@ class ListTrainer(DPOTrainer):
 
     def _compute_loss(self, model: Any, inputs: dict[str, torch.Tensor], return_outputs: bool):
         mode = "train" if self.model.training else "eval"
+        needs = self.objective.spec.inputs
+        extra: dict[str, torch.Tensor] = {}
+        if "kl_logratios" in needs:  # the last list slot holds the mismatched completion (KTO's z₀)
+            inputs, extra["kl_logratios"] = self._split_kl_slot(model, inputs)
         mask = inputs["mask"]
         b, k = mask.shape
         logps, lengths = self._response_logps(model, inputs)
         policy_logps = to_lists(logps, inputs["list_index"], b, k)
         lengths = to_lists(lengths.to(logps.dtype), inputs["list_index"], b, k)
         ref_logps = inputs.get("ref_logps")
-        extra = {name: inputs[name] for name in ("labels", "p_chosen") if name in inputs}
+        extra.update({name: inputs[name] for name in ("labels", "p_chosen") if name in inputs and name in needs})
+        if "reward_shift" in needs:
+            extra["reward_shift"] = self._running_reward_mean(policy_logps, ref_logps, mask, update=mode == "train")
         out = self.objective(policy_logps, ref_logps, inputs["scores"], mask=mask, lengths=lengths, **extra)
         for key, value in out.metrics.items():
             self._metrics[mode][key].append(value)
@@ -161,3 +177,68 @@ class ListTrainer(DPOTrainer):
         if return_outputs:
             return out.loss, {"policy_logps": policy_logps}
         return out.loss
+
+    # --- extra inputs of objectives -------------------------------------------------------------------
+    def _split_kl_slot(self, model: Any, inputs: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], Any]:
+        """Separate the mismatched-completion rows; their policy−reference log-ratios, without gradient."""
+        if "label_owner" in inputs:
+            raise ValueError("objectives with kl_logratios need train.shared_prompt=off")
+        k = inputs["mask"].shape[1]
+        is_kl = inputs["list_index"][:, 1] == k - 1
+        rows = ("input_ids", "attention_mask", "completion_mask", "list_index")
+        main = {**inputs, **{n: inputs[n][~is_kl] for n in rows}}
+        kl = {n: inputs[n][is_kl] for n in rows}
+        for name in ("mask", "scores", "ref_logps", "labels"):
+            if name in inputs:
+                main[name] = inputs[name][:, : k - 1]
+        with torch.no_grad():
+            was_training = model.training
+            kl_logps, _ = self._response_logps(model, kl, reference=False, count=False)
+            model.train(was_training)
+        kl_logratios = kl_logps - inputs["ref_logps"][kl["list_index"][:, 0], k - 1]
+        return main, self.accelerator.gather(kl_logratios.detach())
+
+    def _running_reward_mean(self, policy_logps, ref_logps, mask, update: bool) -> torch.Tensor:
+        """BCO's δ: the running mean of every implicit reward β·ρ seen in training (gathered across ranks)."""
+        if update:
+            beta = float(self.objective.hparams.get("beta", 1.0))
+            rewards = self.accelerator.gather((beta * (policy_logps - ref_logps))[mask].detach())
+            self.objective_state["reward_sum"] += rewards.sum().item()
+            self.objective_state["reward_count"] += rewards.numel()
+        state = self.objective_state
+        mean = state["reward_sum"] / state["reward_count"] if state["reward_count"] else 0.0
+        return torch.tensor(mean, device=policy_logps.device)
+
+    # --- state objectives keep, saved with checkpoints ----------------------------------------------------
+    def _save_checkpoint(self, model: Any, trial: Any) -> None:
+        super()._save_checkpoint(model, trial)
+        if self.args.should_save:
+            from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+            ckpt = Path(self.args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+            (ckpt / OBJECTIVE_STATE).write_text(json.dumps(self.objective_state))
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: Any = None) -> None:
+        super()._load_from_checkpoint(resume_from_checkpoint, model)
+        path = Path(resume_from_checkpoint) / OBJECTIVE_STATE
+        if path.exists():
+            self.objective_state.update(json.loads(path.read_text()))
+
+
+def with_mismatched_completion(dataset: Dataset) -> Dataset:
+    """Append to each record the next record's completion (KTO's KL estimate: x_i with y_(i+1)).
+
+    TRL pairs within each batch by shifting; a fixed pairing over the dataset estimates the same
+    expectation and lets the reference log-probs of these rows be precomputed and cached.
+    """
+    responses = dataset["response_ids"]
+    n = len(responses)
+
+    def add(row: dict, i: int) -> dict:
+        row["response_ids"] = [*row["response_ids"], responses[(i + 1) % n][0]]
+        row["scores"] = [*row["scores"], 0.0]
+        if "labels" in row and row["labels"] is not None:
+            row["labels"] = [*row["labels"], False]
+        return row
+
+    return dataset.map(add, with_indices=True)

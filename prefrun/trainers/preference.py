@@ -77,7 +77,7 @@ def dpo_config(cfg: DictConfig, output_dir: Path, steps: int, device: str, repor
         # TRL's config turns bf16 autocast on even with use_cpu: set precision explicitly.
         bf16=hw.mixed_precision == "bf16" and device != "cpu",
         fp16=hw.mixed_precision == "fp16" and device != "cpu",
-        gradient_checkpointing=hw.gradient_checkpointing,
+        activation_checkpointing=hw.gradient_checkpointing,
         seed=cfg.seed,
         data_seed=cfg.seed,
         disable_tqdm=True,
@@ -180,10 +180,9 @@ def train_preference(
             callbacks=[MetricsFileCallback(MetricsFile(run_dir / "metrics.jsonl"), stage, main_process)],
         )
     # --- issue 5: checkpoint on SIGTERM/SIGUSR1, resume from the last complete checkpoint ------------------
-    preemption = preemption_callback(objective)
+    preemption = preemption_callback()
     trainer.add_callback(preemption)
     resume_from = resume_checkpoint(cfg, args.output_dir)
-    preemption.restore_objective(resume_from)
     trainer.train(resume_from_checkpoint=resume_from)
     preemption.exit_if_preempted()
     # --------------------------------------------------------------------------------------------------------

@@ -25,8 +25,10 @@ def train_curriculum(
 ) -> tuple[Any, Any, dict[str, Any]]:
     """Returns (policy, tokenizer, stats) after the curriculum; the caller evaluates against the SFT model."""
     if objective.spec.data != "pairwise":
-        raise PrefrunError(f"curriculum={cfg.curriculum.name} builds pairs; objective {objective.name} needs "
-                           f"{objective.spec.data} data: use a pairwise objective such as dpo")
+        raise PrefrunError(
+            f"curriculum={cfg.curriculum.name} builds pairs; objective {objective.name} needs "
+            f"{objective.spec.data} data: use a pairwise objective such as dpo"
+        )
     n_stages = int(cfg.curriculum.stages)
     if n_stages < 1:
         raise PrefrunError(f"curriculum.stages={n_stages} must be ≥ 1")
@@ -43,7 +45,15 @@ def train_curriculum(
     for i, pairs in enumerate(sets, 1):
         stage = "train" if len(sets) == 1 else f"stage{i}"
         policy, _, tokenizer, stage_stats = train_preference(
-            cfg, objective, pairs, init, run_dir, device, steps=steps, sequential=True, stage=stage,
+            cfg,
+            objective,
+            pairs,
+            init,
+            run_dir,
+            device,
+            steps=steps,
+            sequential=True,
+            stage=stage,
             load_reference=False,
         )
         stats["stages"].append({"stage": stage, "pairs": len(pairs), "steps": steps, **stage_stats})

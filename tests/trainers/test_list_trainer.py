@@ -40,7 +40,10 @@ def _records(n: int, k: int, seed: int = 0) -> list[dict]:
 
 
 def _dataset(records: list[dict], tokenizer) -> Dataset:
-    return Dataset.from_list([{**tokenize_record(r, tokenizer, 64, 64), "scores": r["scores"]} for r in records])
+    extras = ("scores", "labels")
+    return Dataset.from_list(
+        [{**tokenize_record(r, tokenizer, 64, 64), **{k: r[k] for k in extras if k in r}} for r in records]
+    )
 
 
 def _trainer(model_dir, tmp_path, objective, dataset, *, steps=5, lr=1e-3, ref_cache=None, shared_prompt=False):
@@ -106,10 +109,15 @@ def tokenizer(micro_model_dir):
 def test_few_steps_lower_the_objective_loss_on_a_fixed_batch(micro_model_dir, tmp_path, tokenizer, name):
     """Five AdamW steps on the same batch lower every objective's loss on it (before vs after, losses may be < 0)."""
     spec = get_spec(name)
-    if spec.data == "unpaired":
-        pytest.skip(f"{name} needs trainer-supplied kl_logratios/reward_shift, which ListTrainer does not provide")
-    k = 2 if spec.data == "pairwise" else 4
-    trainer = _trainer(micro_model_dir, tmp_path, get_objective(name), _dataset(_records(BATCH, k), tokenizer))
+    if spec.data == "unpaired":  # one response per prompt with a label: desirable iff it scored best
+        records = []
+        for r in _records(BATCH, 2):
+            best = max(range(2), key=lambda i: r["scores"][i])
+            records.append({**r, "responses": [r["responses"][best]], "scores": [1.0], "labels": [True]})
+            records.append({**r, "responses": [r["responses"][1 - best]], "scores": [0.0], "labels": [False]})
+    else:
+        records = _records(BATCH, 2 if spec.data == "pairwise" else 4)
+    trainer = _trainer(micro_model_dir, tmp_path, get_objective(name), _dataset(records, tokenizer))
     before = _batch_loss(trainer)
     trainer.train()
     after = _batch_loss(trainer)
