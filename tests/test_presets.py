@@ -60,3 +60,22 @@ def test_dataset_preset_trains_on_the_tiny_model(tmp_path, preset):
     results = run(cfg, tmp_path / "run", overrides=overrides)
     assert results["training"]["examples"] > 0
     assert json.loads((tmp_path / "run" / "results.json").read_text())["dataset"] == preset
+
+
+def test_lora_runs_end_to_end_with_the_base_model_as_reference(tmp_path):
+    overrides = [
+        "model.peft=lora",
+        "logger=none",
+        "eval=none",
+        "train.steps=2",
+        "train.batch_size=4",
+        "dataset.train_prompts=16",
+        "sft.enabled=false",
+        f"paths.output_dir={tmp_path}/out",
+        f"paths.cache_dir={tmp_path}/c",
+    ]
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=overrides)
+    results = run(cfg, tmp_path / "run", overrides=overrides)
+    assert results["training"]["examples"] == 16
+    assert results["training"]["reference_forwards"] > 0  # reference = the base model with the adapter off
