@@ -12,8 +12,18 @@ CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
 
 def _overrides_dir(value: str) -> str:
-    """The override part of a run directory: 'default' when nothing beyond the groups was changed."""
-    return value.replace("/", "_") if value else "default"
+    """The override part of a run directory: 'default' when nothing beyond the groups was changed.
+
+    Names past 200 characters (file systems stop at 255) keep their start and end a hash of the whole.
+    """
+    if not value:
+        return "default"
+    value = value.replace("/", "_")
+    if len(value) > 200:
+        import hashlib
+
+        value = f"{value[:180]}...{hashlib.sha256(value.encode()).hexdigest()[:12]}"
+    return value
 
 
 def _curriculum_suffix(name: str) -> str:

@@ -61,10 +61,21 @@ BAD_INPUTS = {
             f"dataset.path={FIXTURES}/hh_rlhf.jsonl",
             "dataset.schema=pairwise",
             "dataset.fields.prompt=question",
+            "dataset.fields.chosen=chosen",
+            "dataset.fields.rejected=rejected",
         ],
-        ["question"],
+        ["question", "row 0", "dataset.fields.prompt"],
     ),
-    "empty dataset": (["dataset=local", "dataset.path={empty}", "dataset.schema=pairwise"], ["empty"]),
+    "empty dataset": (
+        [
+            "dataset=local",
+            "dataset.path={empty}",
+            "dataset.schema=pairwise",
+            "dataset.fields.chosen=chosen",
+            "dataset.fields.rejected=rejected",
+        ],
+        ["empty"],
+    ),
     "unpaired data for a pairwise objective": (
         ["dataset=kto_mix", f"dataset.path={FIXTURES}/kto_mix.jsonl", "objective=dpo"],
         ["unpaired", "kto"],

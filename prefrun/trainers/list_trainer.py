@@ -211,12 +211,15 @@ class ListTrainer(DPOTrainer):
 
     # --- state objectives keep, saved with checkpoints ----------------------------------------------------
     def _save_checkpoint(self, model: Any, trial: Any) -> None:
-        super()._save_checkpoint(model, trial)
+        # Written before the Trainer's files, so a checkpoint whose trainer_state.json exists (the mark of
+        # a complete one) always holds the objective's state too.
         if self.args.should_save:
             from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
             ckpt = Path(self.args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+            ckpt.mkdir(parents=True, exist_ok=True)
             (ckpt / OBJECTIVE_STATE).write_text(json.dumps(self.objective_state))
+        super()._save_checkpoint(model, trial)
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model: Any = None) -> None:
         super()._load_from_checkpoint(resume_from_checkpoint, model)

@@ -179,6 +179,13 @@ def train_preference(
             peft_config=lora_config(cfg.model),
             callbacks=[MetricsFileCallback(MetricsFile(run_dir / "metrics.jsonl"), stage, main_process)],
         )
+    entanglement = cfg.diagnostics.gradient_entanglement
+    if entanglement.every:
+        from prefrun.diagnostics.entanglement import GradientEntanglementCallback
+
+        trainer.add_callback(
+            GradientEntanglementCallback(trainer, entanglement.every, entanglement.probe_size, entanglement.params)
+        )
     # --- issue 5: checkpoint on SIGTERM/SIGUSR1, resume from the last complete checkpoint ------------------
     preemption = preemption_callback()
     trainer.add_callback(preemption)
