@@ -79,3 +79,25 @@ def test_lora_runs_end_to_end_with_the_base_model_as_reference(tmp_path):
     results = run(cfg, tmp_path / "run", overrides=overrides)
     assert results["training"]["examples"] == 16
     assert results["training"]["reference_forwards"] > 0  # reference = the base model with the adapter off
+
+
+def test_wandb_logs_offline_into_the_run_directory_without_an_account(tmp_path, monkeypatch):
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc: not logged in
+    overrides = [
+        "logger=wandb",
+        "eval=none",
+        "train.steps=2",
+        "train.batch_size=4",
+        "dataset.train_prompts=8",
+        "sft.enabled=false",
+        f"paths.output_dir={tmp_path}/out",
+        f"paths.cache_dir={tmp_path}/c",
+    ]
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=overrides)
+    run(cfg, tmp_path / "run", overrides=overrides)
+    runs = list((tmp_path / "run" / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1
+    assert any(runs[0].glob("*.wandb"))
