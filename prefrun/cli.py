@@ -36,7 +36,7 @@ if not OmegaConf.has_resolver("prefrun.overrides"):
     OmegaConf.register_new_resolver("prefrun.curriculum", _curriculum_suffix)
 
 
-def _main(cfg) -> None:  # noqa: ANN001 - Hydra passes a DictConfig
+def _main(cfg) -> float | None:  # noqa: ANN001 - Hydra passes a DictConfig
     from hydra.core.hydra_config import HydraConfig
 
     from prefrun.errors import PrefrunError
@@ -48,6 +48,8 @@ def _main(cfg) -> None:  # noqa: ANN001 - Hydra passes a DictConfig
 
         results = run(cfg, run_dir, overrides=list(hydra_cfg.overrides.task))
         print(summary_table(results))
+        metric = cfg.get("optimized_metric")  # what a sweeper (sweep=optuna) maximises
+        return results["eval"].get(metric) if metric else None
     except PrefrunError as e:
         print(f"prefrun: error: {e}", file=sys.stderr)
         sys.exit(2)

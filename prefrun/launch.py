@@ -311,11 +311,11 @@ def _destroy_process_group() -> None:
             dist.destroy_process_group()
 
 
-def with_launcher(task: Callable[[Any], None]) -> Callable[[Any], None]:
-    """Wrap the Hydra task: launch workers, map srun ranks, or run in this process."""
+def with_launcher(task: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """Wrap the Hydra task: launch workers, map srun ranks, or run in this process (returning its value)."""
 
     @functools.wraps(task)
-    def wrapped(cfg: Any) -> None:
+    def wrapped(cfg: Any) -> Any:
         from hydra.core.hydra_config import HydraConfig
 
         hydra_cfg = HydraConfig.get()
@@ -344,7 +344,7 @@ def with_launcher(task: Callable[[Any], None]) -> Callable[[Any], None]:
                 if code:
                     sys.exit(code)
             else:
-                task(cfg)
+                return task(cfg)
         except PrefrunError as e:
             print(f"prefrun: error: {e}", file=sys.stderr)
             sys.exit(2)

@@ -92,3 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         with open(args.csv, "w", newline="") as f:
             csv.writer(f).writerows([header, *rows])
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
