@@ -23,3 +23,20 @@ def require(ok: bool, objective: str, field: str, value: float, rule: str, fix: 
     """
     if not ok or math.isnan(value):
         raise PrefrunError(f"objective.{field}={value} is out of range for {objective}: {rule}; {fix}")
+
+
+def smoothing_below_half(objective: str):
+    """A ``validate`` for ``label_smoothing`` ε ∈ [0, 0.5): an assumed label-flip rate (cdpo, robust)."""
+
+    def check(hp: dict[str, object]) -> None:
+        eps = hparam(hp, "label_smoothing")
+        require(
+            0.0 <= eps < 0.5,
+            objective,
+            "label_smoothing",
+            eps,
+            "it must be in [0, 0.5) (the assumed label-flip rate)",
+            "try 0.1, or 0 for no smoothing",
+        )
+
+    return check

@@ -27,6 +27,13 @@ def chosen_rejected(
     return values.gather(1, best[:, None])[:, 0], values.gather(1, worst[:, None])[:, 0]
 
 
+def log_ratios(
+    policy_logps: torch.Tensor, ref_logps: torch.Tensor, scores: torch.Tensor, mask: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ρ_w [B], ρ_l [B]): summed log-ratios log π_θ − log π_ref of the chosen and the rejected response."""
+    return chosen_rejected(policy_logps - ref_logps, scores, mask)
+
+
 def preference_pairs(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Bool [B, K, K]: entry (i, j) is True when response i is strictly preferred to j (ties dropped)."""
     valid = mask[:, :, None] & mask[:, None, :]

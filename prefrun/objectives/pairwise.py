@@ -9,15 +9,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from prefrun.errors import PrefrunError
-from prefrun.objectives.common import chosen_rejected, core_metrics
+from prefrun.objectives.checks import smoothing_below_half
+from prefrun.objectives.common import chosen_rejected, core_metrics, log_ratios
 from prefrun.objectives.registry import ObjectiveOutput, register
-
-
-def _margin(policy_logps, ref_logps, scores, mask):
-    rho = policy_logps - ref_logps
-    rho_w, rho_l = chosen_rejected(rho, scores, mask)
-    return rho_w, rho_l
 
 
 @register("dpo", data="pairwise", needs_reference=True)
@@ -26,7 +20,7 @@ def dpo(policy_logps, ref_logps, scores, mask, lengths, *, beta: float = 0.1) ->
 
     Equals TRL ``DPOTrainer(loss_type="sigmoid")``.
     """
-    rho_w, rho_l = _margin(policy_logps, ref_logps, scores, mask)
+    rho_w, rho_l = log_ratios(policy_logps, ref_logps, scores, mask)
     loss = -F.logsigmoid(beta * (rho_w - rho_l)).mean()
     return ObjectiveOutput(loss, core_metrics(policy_logps, ref_logps, scores, mask, lengths, beta))
 
@@ -50,21 +44,12 @@ def hinge(policy_logps, ref_logps, scores, mask, lengths, *, beta: float = 0.1) 
 
     Equals TRL ``loss_type="hinge"`` (uses the reference; the reference-free SLiC is ``slic``).
     """
-    rho_w, rho_l = _margin(policy_logps, ref_logps, scores, mask)
+    rho_w, rho_l = log_ratios(policy_logps, ref_logps, scores, mask)
     loss = torch.relu(1 - beta * (rho_w - rho_l)).mean()
     return ObjectiveOutput(loss, core_metrics(policy_logps, ref_logps, scores, mask, lengths, beta))
 
 
-def _check_robust(hp: dict[str, object]) -> None:
-    eps = float(hp["label_smoothing"])  # type: ignore[arg-type]
-    if not 0.0 <= eps < 0.5:
-        raise PrefrunError(
-            f"objective.label_smoothing={eps} is out of range for robust: it must be in [0, 0.5) "
-            "(the loss is unbounded as it nears 0.5); try 0.1"
-        )
-
-
-@register("robust", data="pairwise", needs_reference=True, validate=_check_robust)
+@register("robust", data="pairwise", needs_reference=True, validate=smoothing_below_half("robust"))
 def robust(
     policy_logps, ref_logps, scores, mask, lengths, *, beta: float = 0.1, label_smoothing: float = 0.1
 ) -> ObjectiveOutput:
@@ -72,7 +57,7 @@ def robust(
 
     L = [(1−ε)·(−log σ(βh)) − ε·(−log σ(−βh))] / (1 − 2ε). Can be negative. Equals TRL ``"robust"``.
     """
-    rho_w, rho_l = _margin(policy_logps, ref_logps, scores, mask)
+    rho_w, rho_l = log_ratios(policy_logps, ref_logps, scores, mask)
     z = beta * (rho_w - rho_l)
     eps = label_smoothing
     loss = (((1 - eps) * -F.logsigmoid(z)) - eps * -F.logsigmoid(-z)) / (1 - 2 * eps)

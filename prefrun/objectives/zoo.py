@@ -12,38 +12,16 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from prefrun.objectives.checks import hparam, require
-from prefrun.objectives.common import chosen_rejected, core_metrics
+from prefrun.objectives.checks import hparam, require, smoothing_below_half
+from prefrun.objectives.common import chosen_rejected, core_metrics, log_ratios
 from prefrun.objectives.registry import ObjectiveOutput, register
-
-
-def _log_ratios(
-    policy_logps: torch.Tensor, ref_logps: torch.Tensor, scores: torch.Tensor, mask: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(ρ_w [B], ρ_l [B]): summed log-ratios of the chosen and the rejected response."""
-    return chosen_rejected(policy_logps - ref_logps, scores, mask)
 
 
 def _out(loss: torch.Tensor, policy_logps, ref_logps, scores, mask, lengths, beta: float) -> ObjectiveOutput:
     return ObjectiveOutput(loss, core_metrics(policy_logps, ref_logps, scores, mask, lengths, beta))
 
 
-def _check_smoothing_half(objective: str):
-    def check(hp: dict[str, object]) -> None:
-        eps = hparam(hp, "label_smoothing")
-        require(
-            0.0 <= eps < 0.5,
-            objective,
-            "label_smoothing",
-            eps,
-            "it must be in [0, 0.5) (the assumed label-flip rate)",
-            "try 0.1, or 0 for no smoothing",
-        )
-
-    return check
-
-
-@register("cdpo", data="pairwise", needs_reference=True, validate=_check_smoothing_half("cdpo"))
+@register("cdpo", data="pairwise", needs_reference=True, validate=smoothing_below_half("cdpo"))
 def cdpo(
     policy_logps: torch.Tensor,
     ref_logps: torch.Tensor,
@@ -61,7 +39,7 @@ def cdpo(
     ignores ``label_smoothing`` in the sigmoid branch, so this is prefrun's own implementation.
     Data: pairwise; no extra inputs.
     """
-    rho_w, rho_l = _log_ratios(policy_logps, ref_logps, scores, mask)
+    rho_w, rho_l = log_ratios(policy_logps, ref_logps, scores, mask)
     z = beta * (rho_w - rho_l)
     loss = -(1 - label_smoothing) * F.logsigmoid(z) - label_smoothing * F.logsigmoid(-z)
     return _out(loss.mean(), policy_logps, ref_logps, scores, mask, lengths, beta)
@@ -82,7 +60,7 @@ def nca_pair(
     L = −log σ(r_w) − ½·log σ(−r_w) − ½·log σ(−r_l). Unlike DPO it acts on each reward on its own (it
     pushes r_w up absolutely, not only the margin). Equals TRL ``loss_type="nca_pair"``. Data: pairwise.
     """
-    rho_w, rho_l = _log_ratios(policy_logps, ref_logps, scores, mask)
+    rho_w, rho_l = log_ratios(policy_logps, ref_logps, scores, mask)
     r_w, r_l = beta * rho_w, beta * rho_l
     loss = -F.logsigmoid(r_w) - 0.5 * F.logsigmoid(-r_w) - 0.5 * F.logsigmoid(-r_l)
     return _out(loss.mean(), policy_logps, ref_logps, scores, mask, lengths, beta)
@@ -118,7 +96,7 @@ def exo_pair(
     L = q_w·(log q_w − log(1−ε)) + q_l·(log q_l − log ε), with log q_w = log σ(β·h), log q_l = log σ(−β·h).
     ε = ``label_smoothing`` ∈ (0, 1) (must be > 0). Equals TRL ``loss_type="exo_pair"``. Data: pairwise.
     """
-    rho_w, rho_l = _log_ratios(policy_logps, ref_logps, scores, mask)
+    rho_w, rho_l = log_ratios(policy_logps, ref_logps, scores, mask)
     z = beta * (rho_w - rho_l)
     eps = torch.as_tensor(label_smoothing, dtype=z.dtype, device=z.device)
     log_qw, log_ql = F.logsigmoid(z), F.logsigmoid(-z)
@@ -142,7 +120,7 @@ def apo_zero(
     reference. For when the chosen responses are better than the model's own. Equals TRL ``"apo_zero"``.
     Data: pairwise.
     """
-    rho_w, rho_l = _log_ratios(policy_logps, ref_logps, scores, mask)
+    rho_w, rho_l = log_ratios(policy_logps, ref_logps, scores, mask)
     loss = torch.sigmoid(-beta * rho_w) + torch.sigmoid(beta * rho_l)
     return _out(loss.mean(), policy_logps, ref_logps, scores, mask, lengths, beta)
 
@@ -162,7 +140,7 @@ def apo_down(
     Lowers both likelihoods, the rejected one more. For when the chosen responses are worse than the model's
     own. Equals TRL ``loss_type="apo_down"``. Data: pairwise.
     """
-    rho_w, rho_l = _log_ratios(policy_logps, ref_logps, scores, mask)
+    rho_w, rho_l = log_ratios(policy_logps, ref_logps, scores, mask)
     loss = torch.sigmoid(beta * rho_w) + torch.sigmoid(-beta * (rho_w - rho_l))
     return _out(loss.mean(), policy_logps, ref_logps, scores, mask, lengths, beta)
 
@@ -189,14 +167,14 @@ def discopop(
     Equals TRL ``loss_type="discopop"``; m·exp(−z) is computed as exp(log σ(z/τ) − z), the same value without
     TRL's inf·0 = NaN when z is very negative. Data: pairwise.
     """
-    rho_w, rho_l = _log_ratios(policy_logps, ref_logps, scores, mask)
+    rho_w, rho_l = log_ratios(policy_logps, ref_logps, scores, mask)
     z = beta * (rho_w - rho_l)
     m = torch.sigmoid(z / tau)
     loss = (1 - m) * -F.logsigmoid(z) + torch.exp(F.logsigmoid(z / tau) - z)
     return _out(loss.mean(), policy_logps, ref_logps, scores, mask, lengths, beta)
 
 
-@register("aot", data="pairwise", needs_reference=True, validate=_check_smoothing_half("aot"))
+@register("aot", data="pairwise", needs_reference=True, validate=smoothing_below_half("aot"))
 def aot(
     policy_logps: torch.Tensor,
     ref_logps: torch.Tensor,
@@ -265,6 +243,6 @@ def sppo_hard(
     reference should be the previous iterate (refreshed each SPPO iteration). Equals TRL
     ``loss_type="sppo_hard"``. Data: pairwise.
     """
-    rho_w, rho_l = _log_ratios(policy_logps, ref_logps, scores, mask)
+    rho_w, rho_l = log_ratios(policy_logps, ref_logps, scores, mask)
     loss = (rho_w - 0.5 / beta).pow(2) + (rho_l + 0.5 / beta).pow(2)
     return _out(loss.mean(), policy_logps, ref_logps, scores, mask, lengths, beta)
