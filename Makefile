@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # a multi-GB CUDA build. GPU users: install your torch first, then `pip install -e .`.
 TORCH_PIN ?= torch==2.13.0
 
-.PHONY: setup run test lint bench repro-lipo repro-curry clean
+.PHONY: setup run test lint bench repro-lipo repro-curry repro-zoo clean
 
 $(BIN)/prefrun: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,9 @@ repro-lipo: setup
 
 repro-curry: setup
 	$(BIN)/python scripts/repro.py curry_dpo logger=none
+
+repro-zoo: setup
+	$(BIN)/python scripts/repro.py zoo logger=none
 
 clean:
 	rm -rf outputs/* .pytest_cache

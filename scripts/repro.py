@@ -1,6 +1,7 @@
 """Reproduce a study: choose each variant's hyperparameters on validation prompts, then run seeds on test.
 
     python scripts/repro.py lipo_vs_dpo        # what `make repro-lipo` runs
+    python scripts/repro.py zoo --only dpo,ipo # a subset of the study's variants
 
 Reads the experiment's `study` block (conf/experiment/<name>.yaml): for every variant, a multirun over
 its grid on eval.split=validation (seed 0), the best point by `select_by`, then a multirun of that
@@ -43,12 +44,14 @@ def best_point(select_root: Path, grid: dict, metric: str) -> tuple[list[str], d
     return best[1], {"candidates": [(s, p) for s, p in scored], "chosen": best[1]}
 
 
-def main(name: str, extra: list[str]) -> None:
+def main(name: str, extra: list[str], only: list[str] | None = None) -> None:
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
         study = OmegaConf.to_container(compose("config", overrides=[f"experiment={name}"]).study, resolve=True)
     out = Path("outputs")
     report = {}
     for variant, spec in study["variants"].items():
+        if only and variant not in only:
+            continue
         base = [f"experiment={name}", *spec["overrides"], *extra]
         chosen: list[str] = []
         if spec["grid"]:
@@ -59,7 +62,9 @@ def main(name: str, extra: list[str]) -> None:
         seeds = ",".join(str(s) for s in study["seeds"])
         prefrun_multirun(*base, *chosen, f"seed={seeds}", f"experiment_name={name}/{variant}")
     (out / name).mkdir(parents=True, exist_ok=True)
-    (out / name / "selection.json").write_text(json.dumps(report, indent=2))
+    selection = out / name / "selection.json"
+    previous = json.loads(selection.read_text()) if only and selection.exists() else {}
+    selection.write_text(json.dumps({**previous, **report}, indent=2))
     print(json.dumps(report, indent=2))
     subprocess.run(
         [sys.executable, "-c", "from prefrun.results.compare import main; main()", str(out / name)],
@@ -69,4 +74,11 @@ def main(name: str, extra: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2:])
+    # python scripts/repro.py NAME [overrides...] [--only variant,variant]
+    args = sys.argv[2:]
+    only = None
+    if "--only" in args:
+        i = args.index("--only")
+        only = args[i + 1].split(",")
+        args = args[:i] + args[i + 2 :]
+    main(sys.argv[1], args, only)
