@@ -198,6 +198,7 @@ def run(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None) -> d
         "train": {"lr": cfg.train.lr, "steps": cfg.train.steps, "batch_size": cfg.train.batch_size},
         "seed": cfg.seed,
         "eval": evaluation,
+        "training_summary": training_summary(run_dir / "metrics.jsonl"),
         "training": train_stats,
         "timings": timings,
         "variant": run_dir.parent.name,  # the override part of the run directory
@@ -235,6 +236,22 @@ def summary_table(results: dict[str, Any]) -> str:
     )
     lines.append(f"run directory: {results['run_dir']}")
     return "\n".join(lines)
+
+
+def training_summary(metrics_path: Path) -> dict[str, float]:
+    """From metrics.jsonl: the change of the chosen/rejected log-probs over training, mean entanglement ratio."""
+    from prefrun.results.metrics_log import MetricsFile
+
+    rows = [r for r in MetricsFile(metrics_path).rows() if r.get("kind") == "step"]
+    summary: dict[str, float] = {}
+    for key in ("logps/chosen", "logps/rejected"):
+        values = [r[key] for r in rows if isinstance(r.get(key), int | float)]
+        if len(values) >= 2:
+            summary[f"{key}_change"] = values[-1] - values[0]
+    ratios = [r["entanglement/ratio"] for r in rows if isinstance(r.get("entanglement/ratio"), int | float)]
+    if ratios:
+        summary["entanglement/ratio_mean"] = sum(ratios) / len(ratios)
+    return summary
 
 
 def finish_wandb(cfg: DictConfig, evaluation: dict[str, Any]) -> None:

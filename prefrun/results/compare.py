@@ -23,7 +23,17 @@ METRICS = [
     ("policy/exact_sort", "exact"),
     ("policy/valid_permutation", "valid"),
     ("policy/length", "length"),
+    ("training_summary/logps/chosen_change", "Δlogp chosen"),
+    ("training_summary/logps/rejected_change", "Δlogp rejected"),
+    ("training_summary/entanglement/ratio_mean", "entangle"),
 ]
+
+
+def _metric(result: dict[str, Any], key: str) -> float | None:
+    """An evaluation metric, or a training-summary one when the key starts with training_summary/."""
+    section, _, name = key.partition("/") if key.startswith("training_summary/") else ("eval", "", key)
+    value = result.get(section, {}).get(name)
+    return value if isinstance(value, int | float) else None
 
 
 def load_results(root: str | Path) -> list[dict[str, Any]]:
@@ -55,7 +65,7 @@ def table(results: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
     for key, runs in sorted(groups.items(), key=lambda kv: tuple(str(x) for x in kv[0])):
         row = [str(x) for x in key] + [",".join(str(r.get("seed")) for r in runs)]
         for metric, _ in METRICS:
-            values = [r["eval"][metric] for r in runs if metric in r.get("eval", {})]
+            values = [v for r in runs if (v := _metric(r, metric)) is not None]
             if not values:
                 row.append("-")
             elif len(values) == 1:
@@ -63,7 +73,9 @@ def table(results: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
             else:
                 row.append(f"{statistics.fmean(values):.3f} ± {statistics.stdev(values):.3f}")
         rows.append(row)
-    return header, rows
+    # Metrics no run reports (e.g. the oracle's on a dataset without one) take no column.
+    keep = [i for i, h in enumerate(header) if i < 8 or any(r[i] != "-" for r in rows)]
+    return [header[i] for i in keep], [[r[i] for i in keep] for r in rows]
 
 
 def format_table(header: list[str], rows: list[list[str]]) -> str:
