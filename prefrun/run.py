@@ -63,6 +63,13 @@ def shape_for_objective(records: list[dict], objective: Objective, dataset_cfg: 
             )
         # Always through to_pairs: it orders each pair chosen-first and drops ties, also when K = 2.
         records, dropped = to_pairs(records, dataset_cfg.get("pairs", "best_worst"))
+        augment = dataset_cfg.get("augment")
+        if augment == "reward_conditioned":
+            from prefrun.data.augment import reward_conditioned
+
+            records = reward_conditioned(records, system_role=dataset_cfg.get("system_role", True))
+        elif augment not in (None, "none"):
+            raise PrefrunError(f"dataset.augment={augment!r} is unknown; use reward_conditioned or none")
     else:
         short = [i for i, r in enumerate(records) if len(r["responses"]) < spec.min_k]
         if short:

@@ -101,3 +101,25 @@ def test_wandb_logs_offline_into_the_run_directory_without_an_account(tmp_path, 
     runs = list((tmp_path / "run" / "wandb").glob("offline-run-*"))
     assert len(runs) == 1
     assert any(runs[0].glob("*.wandb"))
+
+
+def test_reward_conditioned_pairs_train_with_any_pairwise_objective(tmp_path):
+    overrides = [
+        "dataset=ultrafeedback_binarized",
+        f"dataset.path={FIXTURES / 'ultrafeedback_binarized.jsonl'}",
+        "dataset.augment=reward_conditioned",
+        "objective=ipo",
+        "logger=none",
+        "eval=none",
+        "train.steps=2",
+        "train.batch_size=2",
+        f"paths.output_dir={tmp_path}/out",
+        f"paths.cache_dir={tmp_path}/c",
+    ]
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=overrides)
+    plain = overrides[:2] + overrides[3:]
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        plain_cfg = compose("config", overrides=plain)
+    augmented = run(cfg, tmp_path / "aug", overrides=overrides)["training"]["examples"]
+    assert augmented == 2 * run(plain_cfg, tmp_path / "plain", overrides=plain)["training"]["examples"]
