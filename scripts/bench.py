@@ -225,17 +225,20 @@ def prefrun_trainer(
     beta: float = 0.1,
     ref_cache: Any = None,
 ) -> Any:
+    from prefrun.data.shared_prompt import use_shared_prompt
     from prefrun.objectives import get_objective
     from prefrun.trainers.list_trainer import ListTrainer
 
     tokenizer = load_tokenizer(path)
+    dataset = prefrun_dataset(records, tokenizer)
     trainer = ListTrainer(
         model=load_model(path),
         objective=get_objective(objective, beta=beta),
         args=dpo_args(out, batch, steps),
-        train_dataset=prefrun_dataset(records, tokenizer),
+        train_dataset=dataset,
         processing_class=tokenizer,
         ref_cache=ref_cache,
+        shared_prompt=use_shared_prompt("auto", dataset),  # what a prefrun run does by default
     )
     return silent(trainer)
 

@@ -182,7 +182,7 @@ def tokens_per_record(prompt_len: int, response_lens: Iterable[int]) -> tuple[in
     return unshared, shared
 
 
-def use_shared_prompt(mode: str | bool, dataset: Any, min_saving: float = 1.5, sample: int = 256) -> bool:
+def use_shared_prompt(mode: str | bool, dataset: Any, min_saving: float = 1.25, sample: int = 256) -> bool:
     """Resolve ``train.shared_prompt`` (auto | on | off) for a tokenized dataset.
 
     ``auto`` packs when it cuts the tokens through the model by at least ``min_saving``× on the first

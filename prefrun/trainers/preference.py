@@ -151,7 +151,11 @@ def train_preference(
     torch.manual_seed(cfg.seed)
     policy, tokenizer = load_model_and_tokenizer(reference_path, cfg.model, device)
     dataset = tokenized_dataset(records, tokenizer, cfg)
-    shared_prompt = use_shared_prompt(cfg.train.shared_prompt, dataset)
+    # KTO's mismatched-completion rows are read apart from the packed ones, so auto leaves them unpacked.
+    mode = cfg.train.shared_prompt
+    if mode == "auto" and "kl_logratios" in objective.spec.inputs:
+        mode = "off"
+    shared_prompt = use_shared_prompt(mode, dataset)
     ref_cache = None
     if cfg.cache.reference in ("on", True) and objective.needs_reference:
         # The packing is part of the key: shared and unshared log-probs differ in the last float bits.
