@@ -115,7 +115,15 @@ class SharedPromptCollator:
             "shift_labels": labels,
             "label_owner": pad(3, -1),
             "completion_mask": (labels != IGNORE).long(),  # 1 where a response token is predicted
-            "padding_mask": valid,  # real tokens, for token counting
+            "padding_mask": valid,  # real tokens through the model
+            # the data's tokens as every trainer counts them (prompt + response per response), so
+            # tokens/s compares with the unshared path and with TRL
+            "data_tokens": torch.tensor(
+                sum(
+                    len(ex["prompt_ids"]) * len(ex["response_ids"]) + sum(map(len, ex["response_ids"]))
+                    for ex in examples
+                )
+            ),
             "list_index": torch.tensor(index),
             "mask": torch.tensor(
                 [[k < len(ex["response_ids"]) for k in range(k_max)] for ex in examples], dtype=torch.bool

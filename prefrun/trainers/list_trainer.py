@@ -172,7 +172,9 @@ class ListTrainer(DPOTrainer):
         for key, value in out.metrics.items():
             self._metrics[mode][key].append(value)
         if mode == "train":
-            self._total_train_tokens += int(inputs.get("padding_mask", inputs["attention_mask"]).sum().item())
+            # Data tokens (prompt + response per response), the same count with or without packing.
+            tokens = inputs["data_tokens"] if "data_tokens" in inputs else inputs["attention_mask"].sum()
+            self._total_train_tokens += int(tokens.item())
         self._metrics[mode]["num_tokens"] = [self._total_train_tokens]
         if return_outputs:
             return out.loss, {"policy_logps": policy_logps}
