@@ -7,8 +7,8 @@ import random
 
 import pytest
 import torch
+from conftest import cpu_dpo_config
 from datasets import Dataset
-from trl import DPOConfig
 
 from prefrun.data.collator import ListCollator
 from prefrun.data.synthetic import SortTask, format_prompt, format_response, oracle_reward
@@ -142,24 +142,7 @@ def test_ratio_on_the_model_when_the_norms_differ(model64):
 def _train(model_dir, tmp_path, dataset, every: int | None):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    args = DPOConfig(
-        output_dir=str(tmp_path / f"out{every}"),
-        per_device_train_batch_size=4,
-        max_steps=3,
-        learning_rate=1e-2,
-        lr_scheduler_type="constant",
-        use_cpu=True,
-        bf16=False,
-        report_to=[],
-        save_strategy="no",
-        seed=0,
-        data_seed=0,
-        disable_tqdm=True,
-        logging_steps=1,
-        remove_unused_columns=False,
-        max_length=None,
-        dataloader_num_workers=0,
-    )
+    args = cpu_dpo_config(tmp_path / f"out{every}", 4, 3, 1e-2)
     torch.manual_seed(0)
     trainer = ListTrainer(
         model=AutoModelForCausalLM.from_pretrained(model_dir),

@@ -9,8 +9,8 @@ import random
 
 import pytest
 import torch
+from conftest import cpu_dpo_config
 from datasets import Dataset
-from trl import DPOConfig
 
 from prefrun.data.synthetic import SortTask, format_prompt, format_response, oracle_reward
 from prefrun.data.tokenize import tokenize_record
@@ -49,24 +49,7 @@ def _dataset(records: list[dict], tokenizer) -> Dataset:
 def _trainer(model_dir, tmp_path, objective, dataset, *, steps=5, lr=1e-3, ref_cache=None, shared_prompt=False):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    args = DPOConfig(
-        output_dir=str(tmp_path / "out"),
-        per_device_train_batch_size=BATCH,
-        max_steps=steps,
-        learning_rate=lr,
-        lr_scheduler_type="constant",
-        use_cpu=True,
-        bf16=False,
-        report_to=[],
-        save_strategy="no",
-        seed=0,
-        data_seed=0,
-        disable_tqdm=True,
-        logging_steps=1000,
-        remove_unused_columns=False,
-        max_length=None,
-        dataloader_num_workers=0,
-    )
+    args = cpu_dpo_config(tmp_path / "out", BATCH, steps, lr, logging_steps=1000)
     return ListTrainer(
         model=AutoModelForCausalLM.from_pretrained(model_dir),
         objective=objective,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import cpu_dpo_config
 from datasets import Dataset
 from trl import DPOConfig, DPOTrainer
 
@@ -60,26 +61,7 @@ def _pairs(n: int) -> list[dict]:
 
 
 def _args(tmp_path, name, **kw) -> DPOConfig:
-    return DPOConfig(
-        output_dir=str(tmp_path / name),
-        per_device_train_batch_size=BATCH,
-        max_steps=STEPS,
-        learning_rate=1e-3,
-        lr_scheduler_type="constant",
-        use_cpu=True,
-        bf16=False,
-        report_to=[],
-        save_strategy="no",
-        precompute_ref_log_probs=True,
-        seed=0,
-        data_seed=0,
-        disable_tqdm=True,
-        logging_steps=1,
-        remove_unused_columns=False,
-        max_length=None,
-        dataloader_num_workers=0,
-        **kw,
-    )
+    return cpu_dpo_config(tmp_path / name, BATCH, STEPS, 1e-3, precompute_ref_log_probs=True, **kw)
 
 
 def _trl_batch_loss(trainer, dataset) -> float:
