@@ -16,6 +16,14 @@ from prefrun.run import run
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures"
 
+
+def compose_and_run(overrides: list[str], run_dir: Path) -> dict:
+    """Compose the config the CLI would for ``overrides`` and run it in-process into ``run_dir``."""
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=overrides)
+    return run(cfg, run_dir, overrides=overrides)
+
+
 PRESETS = {
     "hh_rlhf": ("hh_rlhf.jsonl", "dpo", []),
     "ultrafeedback_binarized": ("ultrafeedback_binarized.jsonl", "dpo", []),
@@ -55,9 +63,7 @@ def test_dataset_preset_trains_on_the_tiny_model(tmp_path, preset):
         f"paths.cache_dir={tmp_path}/c",
         *extra,
     ]
-    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("config", overrides=overrides)
-    results = run(cfg, tmp_path / "run", overrides=overrides)
+    results = compose_and_run(overrides, tmp_path / "run")
     assert results["training"]["examples"] > 0
     assert json.loads((tmp_path / "run" / "results.json").read_text())["dataset"] == preset
 
@@ -74,9 +80,7 @@ def test_lora_runs_end_to_end_with_the_base_model_as_reference(tmp_path):
         f"paths.output_dir={tmp_path}/out",
         f"paths.cache_dir={tmp_path}/c",
     ]
-    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("config", overrides=overrides)
-    results = run(cfg, tmp_path / "run", overrides=overrides)
+    results = compose_and_run(overrides, tmp_path / "run")
     assert results["training"]["examples"] == 16
     assert results["training"]["reference_forwards"] > 0  # reference = the base model with the adapter off
 
@@ -95,9 +99,7 @@ def test_wandb_logs_offline_into_the_run_directory_without_an_account(tmp_path, 
         f"paths.output_dir={tmp_path}/out",
         f"paths.cache_dir={tmp_path}/c",
     ]
-    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("config", overrides=overrides)
-    run(cfg, tmp_path / "run", overrides=overrides)
+    compose_and_run(overrides, tmp_path / "run")
     runs = list((tmp_path / "run" / "wandb").glob("offline-run-*"))
     assert len(runs) == 1
     assert any(runs[0].glob("*.wandb"))
@@ -116,10 +118,6 @@ def test_reward_conditioned_pairs_train_with_any_pairwise_objective(tmp_path):
         f"paths.output_dir={tmp_path}/out",
         f"paths.cache_dir={tmp_path}/c",
     ]
-    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("config", overrides=overrides)
     plain = overrides[:2] + overrides[3:]
-    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-        plain_cfg = compose("config", overrides=plain)
-    augmented = run(cfg, tmp_path / "aug", overrides=overrides)["training"]["examples"]
-    assert augmented == 2 * run(plain_cfg, tmp_path / "plain", overrides=plain)["training"]["examples"]
+    augmented = compose_and_run(overrides, tmp_path / "aug")["training"]["examples"]
+    assert augmented == 2 * compose_and_run(plain, tmp_path / "plain")["training"]["examples"]
