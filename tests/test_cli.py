@@ -34,6 +34,14 @@ def test_help_is_quick_and_lists_the_groups():
     assert time.time() - start < 20  # no torch import before composition
 
 
+def test_help_imports_neither_torch_nor_transformers():
+    out = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "prefrun", "--help"], capture_output=True, text=True, timeout=60
+    )
+    imported = {line.rsplit("|", 1)[-1].strip() for line in out.stderr.splitlines() if "|" in line}
+    assert "torch" not in imported and "transformers" not in imported
+
+
 def test_cfg_job_prints_the_composed_config_without_running(tmp_path):
     out = subprocess.run([*PREFRUN, "--cfg", "job", "objective=lipo"], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0
