@@ -1,0 +1,35 @@
+"""How a run fits data to its objective: lists to pairs, unpaired feedback, and lists that are too short."""
+
+from __future__ import annotations
+
+import pytest
+from omegaconf import OmegaConf
+
+from prefrun.objectives import get_objective
+from prefrun.run import shape_for_objective
+
+DATASET = OmegaConf.create({"name": "toy", "pairs": "best_worst", "unpaired": "top_bottom"})
+
+
+def lists(*scores: list[float]) -> list[dict]:
+    return [{"prompt": "p", "responses": [f"r{i}" for i in range(len(s))], "scores": s} for s in scores]
+
+
+def test_pairwise_objectives_get_chosen_first_pairs_and_tied_lists_are_skipped():
+    out = shape_for_objective(lists([0.1, 0.9, 0.5], [0.3, 0.3]), get_objective("dpo"), DATASET)
+    assert out == [{"prompt": "p", "responses": ["r1", "r0"], "scores": [0.9, 0.1]}]
+
+
+def test_a_list_shorter_than_the_objective_needs_is_a_clear_error():
+    with pytest.raises(ValueError, match="needs lists of at least 2 responses; dataset toy row 1 has 1"):
+        shape_for_objective(lists([0.1, 0.9], [0.5]), get_objective("lipo"), DATASET)
+
+
+def test_single_responses_cannot_make_pairs():
+    with pytest.raises(ValueError, match="needs pairs but dataset toy has lists of 1 response"):
+        shape_for_objective(lists([0.5]), get_objective("dpo"), DATASET)
+
+
+def test_unpaired_objectives_get_the_best_as_desirable_and_the_worst_as_undesirable():
+    out = shape_for_objective(lists([0.1, 0.9, 0.5]), get_objective("kto"), DATASET)
+    assert [(r["responses"], r["labels"]) for r in out] == [(["r1"], [True]), (["r0"], [False])]
