@@ -194,9 +194,7 @@ class ListTrainer(DPOTrainer):
             if name in inputs:
                 main[name] = inputs[name][:, : k - 1]
         with torch.no_grad():
-            was_training = model.training
-            kl_logps, _ = self._response_logps(model, kl, reference=False, count=False)
-            model.train(was_training)
+            kl_logps, _ = self._response_logps(model, kl, count=False)
         kl_logratios = kl_logps - inputs["ref_logps"][kl["list_index"][:, 0], k - 1]
         return main, self.accelerator.gather(kl_logratios.detach())
 
