@@ -42,6 +42,12 @@ def shape_for_objective(records: list[dict], objective: Objective, dataset_cfg: 
     from prefrun.data.pairs import to_pairs, to_unpaired
 
     spec = objective.spec
+    for field in ("baseline_logps",):  # per-response data an objective cannot train without
+        if field in spec.inputs and any(field not in r for r in records):
+            raise PrefrunError(
+                f"objective {spec.name} needs a {field} field in dataset {dataset_cfg.name}; "
+                f"map it with dataset.fields.{field}=<column>"
+            )
     has_labels = "labels" in records[0]
     dropped = 0
     if spec.data == "unpaired":

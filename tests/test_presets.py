@@ -32,6 +32,18 @@ PRESETS = {
     "shp": ("shp.jsonl", "ipo", []),
     "helpsteer2": ("helpsteer2.jsonl", "listmle", []),
     "kto_mix": ("kto_mix.jsonl", "kto", []),
+    # SFT data with 3 aligned models' per-token log-probs per response, for PoFT
+    "local_poft": (
+        "poft_sft.jsonl",
+        "poft",
+        [
+            "dataset.schema=scored_responses",
+            "dataset.fields.prompt=question",
+            "dataset.fields.responses=[answer]",
+            "dataset.fields.scores=[quality]",
+            "dataset.fields.baseline_logps=aligned_logps",
+        ],
+    ),
     "local": (
         "local.csv",
         "dpo",
@@ -46,9 +58,10 @@ PRESETS = {
 }
 
 
-@pytest.mark.parametrize("preset", list(PRESETS))
-def test_dataset_preset_trains_on_the_tiny_model(tmp_path, preset):
-    fixture, objective, extra = PRESETS[preset]
+@pytest.mark.parametrize("case", list(PRESETS))
+def test_dataset_preset_trains_on_the_tiny_model(tmp_path, case):
+    fixture, objective, extra = PRESETS[case]
+    preset = case.removesuffix("_poft")
     overrides = [
         f"dataset={preset}",
         f"dataset.path={FIXTURES / fixture}",

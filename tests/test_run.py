@@ -33,3 +33,8 @@ def test_single_responses_cannot_make_pairs():
 def test_unpaired_objectives_get_the_best_as_desirable_and_the_worst_as_undesirable():
     out = shape_for_objective(lists([0.1, 0.9, 0.5]), get_objective("kto"), DATASET)
     assert [(r["responses"], r["labels"]) for r in out] == [(["r1"], [True]), (["r0"], [False])]
+
+
+def test_an_objective_missing_its_data_field_names_the_field_and_the_mapping():
+    with pytest.raises(ValueError, match="needs a baseline_logps field .* dataset.fields.baseline_logps"):
+        shape_for_objective(lists([0.5]), get_objective("poft"), DATASET)

@@ -25,7 +25,12 @@ from typing import Any
 
 import torch
 
-LIST_FIELDS = {"scores": torch.float32, "ref_logps": torch.float32, "labels": torch.bool}
+LIST_FIELDS = {
+    "scores": torch.float32,
+    "ref_logps": torch.float32,
+    "labels": torch.bool,
+    "baseline_logps": torch.float32,
+}
 RECORD_FIELDS = {"p_chosen": torch.float32}
 
 

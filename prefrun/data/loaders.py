@@ -73,7 +73,11 @@ _MAPPING_KINDS: dict[str, type] = {"responses": list, "scores": list, "score": d
 _MAPPING_KINDS |= {"score_chosen": dict, "score_rejected": dict}
 _MAPPING_HINTS = {"responses": " or a list of them", "scores": " or a list of them"}
 _MAPPING_HINTS |= {k: " or a {name: weight} mapping" for k in ("score", "score_chosen", "score_rejected")}
-_ALL_FIELDS = sorted({name for names in SCHEMA_FIELDS.values() for name in names})
+# per-record inputs some objectives need, mappable in every schema but `grouped`: p_chosen (irepo: the
+# empirical probability that the first response is preferred), baseline_logps (poft: per response, the
+# length-normalised log-prob under frozen aligned models; a list of M per response is averaged)
+_EXTRA_FIELDS = ("p_chosen", "baseline_logps")
+_ALL_FIELDS = sorted({name for names in SCHEMA_FIELDS.values() for name in names} | set(_EXTRA_FIELDS))
 _SHAREGPT_ROLES = {"human": "user", "gpt": "assistant"}
 
 Row = dict[str, Any]
@@ -131,7 +135,7 @@ def _check_fields(schema: str, fields: dict[str, Any]) -> None:
             raise PrefrunError(f"dataset.fields.{key} is not a field; fields are {', '.join(_ALL_FIELDS)}")
         if not isinstance(value, str | _MAPPING_KINDS.get(key, str)):
             raise PrefrunError(f"dataset.fields.{key}={value!r} must be a field name{_MAPPING_HINTS.get(key, '')}")
-        if key not in SCHEMA_FIELDS[schema]:
+        if key not in SCHEMA_FIELDS[schema] and not (key in _EXTRA_FIELDS and schema != "grouped"):
             raise PrefrunError(
                 f"dataset.fields.{key} is set but schema {schema!r} does not use it "
                 f"(its fields: {', '.join(SCHEMA_FIELDS[schema])}); set it to null or change dataset.schema"
@@ -171,7 +175,7 @@ def load_records(cfg: Mapping[str, Any], split: str) -> list[Record]:
         mapped: Iterable[Record] = _grouped(rows, spec)
     else:
         mapper = _ROW_MAPPERS[spec.schema]
-        mapped = (mapper(row, where, spec) for where, row in rows)
+        mapped = (_with_extras(mapper(row, where, spec), row, where, spec) for where, row in rows)
     records: list[Record] = []
     short = 0
     for record in mapped:
@@ -193,6 +197,28 @@ def load_records(cfg: Mapping[str, Any], split: str) -> list[Record]:
             "responses); check the file, dataset.splits and dataset.min_k"
         )
     return records
+
+
+def _with_extras(record: Record, row: Row, where: str, spec: DatasetSpec) -> Record:
+    """Copy the mapped per-record inputs (p_chosen, baseline_logps) onto the record, as numbers."""
+    if "p_chosen" in spec.fields:
+        record["p_chosen"] = _number(_field(row, spec, "p_chosen", where), where, "p_chosen")
+    if "baseline_logps" in spec.fields:
+        values = _field(row, spec, "baseline_logps", where)
+        values = values if isinstance(values, list | tuple) else [values]
+        per_response = [
+            sum(_number(x, where, "baseline_logps") for x in v) / len(v)
+            if isinstance(v, list | tuple) and v
+            else _number(v, where, "baseline_logps")
+            for v in values
+        ]
+        if len(per_response) != len(record["responses"]):
+            raise PrefrunError(
+                f"{where}: {len(per_response)} baseline_logps for {len(record['responses'])} "
+                "responses; give one per response (dataset.fields.baseline_logps)"
+            )
+        record["baseline_logps"] = per_response
+    return record
 
 
 # ---------------------------------------------------------------- reading rows

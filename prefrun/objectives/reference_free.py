@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from prefrun.objectives.checks import hparam, require
-from prefrun.objectives.common import chosen_rejected, core_metrics
+from prefrun.objectives.common import chosen_rejected, core_metrics, masked_mean
 from prefrun.objectives.registry import ObjectiveOutput, register
 
 _LOG_HALF = -math.log(2.0)
@@ -201,3 +201,32 @@ def asft(
     avg_w, avg_l = chosen_rejected(_mean_logps(policy_logps, lengths), scores, mask)
     loss = -(1 + align_weight) * avg_w - align_weight * log1mexp(avg_l)
     return ObjectiveOutput(loss.mean(), core_metrics(policy_logps, ref_logps, scores, mask, lengths))
+
+
+@register("poft", data="list", needs_reference=False, min_k=1)
+def poft(
+    policy_logps: torch.Tensor,
+    ref_logps: torch.Tensor,
+    scores: torch.Tensor,
+    mask: torch.Tensor,
+    lengths: torch.Tensor,
+    baseline_logps: torch.Tensor,
+    *,
+    beta: float = 1.0,
+    gamma: float = 0.0,
+) -> ObjectiveOutput:
+    """PoFT, preference-oriented SFT (Fan et al. 2024, arXiv 2412.12865, Eq. 5–6).
+
+    L = mean over every real response of −log σ(β·ℓ̄_θ(y) − β·b(y) + γ), where ℓ̄_θ is the policy's
+    per-token log-prob and b = ``baseline_logps`` [B, K] the mean over M frozen aligned models of their
+    per-token log-probs of y (each model with its own tokenizer and chat template, computed offline). Its
+    gradient is β·∇ℓ̄_θ weighted by σ(β·b − β·ℓ̄_θ − γ) (logged as ``poft/weight``): responses the aligned
+    models find likely weigh more (soft data filtering). β = 1, γ = 0 as in the reference code.
+    Reference-free: b is no KL anchor.
+    Data: SFT lists (K ≥ 1) with a ``baseline_logps`` field.
+    """
+    z = beta * _mean_logps(policy_logps, lengths) - beta * baseline_logps.to(policy_logps.dtype) + gamma
+    loss = masked_mean(-F.logsigmoid(z), mask)
+    metrics = core_metrics(policy_logps, ref_logps, scores, mask, lengths)
+    metrics["poft/weight"] = masked_mean(torch.sigmoid(-z).detach(), mask).item()
+    return ObjectiveOutput(loss, metrics)

@@ -165,7 +165,7 @@ class ListTrainer(DPOTrainer):
         policy_logps = to_lists(logps, inputs["list_index"], b, k)
         lengths = to_lists(lengths.to(logps.dtype), inputs["list_index"], b, k)
         ref_logps = inputs.get("ref_logps")
-        extra.update({name: inputs[name] for name in ("labels", "p_chosen") if name in inputs and name in needs})
+        extra.update({name: inputs[name] for name in needs if name in inputs})  # data fields the objective takes
         if "reward_shift" in needs:
             extra["reward_shift"] = self._running_reward_mean(policy_logps, ref_logps, mask, update=mode == "train")
         out = self.objective(policy_logps, ref_logps, inputs["scores"], mask=mask, lengths=lengths, **extra)
@@ -190,7 +190,7 @@ class ListTrainer(DPOTrainer):
         rows = ("input_ids", "attention_mask", "completion_mask", "list_index")
         main = {**inputs, **{n: inputs[n][~is_kl] for n in rows}}
         kl = {n: inputs[n][is_kl] for n in rows}
-        for name in ("mask", "scores", "ref_logps", "labels"):
+        for name in ("mask", "scores", "ref_logps", "labels", "baseline_logps"):
             if name in inputs:
                 main[name] = inputs[name][:, : k - 1]
         with torch.no_grad():

@@ -17,7 +17,7 @@ from prefrun.launch import is_main_process, preemption_callback, rank0_first, re
 from prefrun.objectives import Objective
 from prefrun.results.metrics_log import MetricsFile, MetricsFileCallback
 
-EXTRA_FIELDS = ("labels", "p_chosen")
+EXTRA_FIELDS = ("labels", "p_chosen", "baseline_logps")
 
 
 def tokenized_dataset(records: list[Record], tokenizer: Any, cfg: DictConfig) -> Any:

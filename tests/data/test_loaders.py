@@ -460,3 +460,31 @@ def test_every_loader_on_the_real_rows():
     for record, row in zip(records, raw(path.relative_to(REAL).as_posix())):
         assert record["prompt"] == [{"role": roles[m["from"]], "content": m["value"]} for m in row["conversations"]]
         assert record["responses"] == [row["chosen"]["value"], row["rejected"]["value"]]
+
+
+def test_extra_per_record_fields_are_mapped_in_any_schema(tmp_path):
+    """baseline_logps (PoFT): one value per response, or M values per response that are averaged."""
+    path = tmp_path / "sft.jsonl"
+    path.write_text(
+        '{"q": "2+2?", "a": "4", "ok": true, "base": [[-0.5, -1.5]]}\n'
+        '{"q": "3+3?", "a": "6", "ok": false, "base": [-2.0]}\n'
+    )
+    cfg = {
+        "path": str(path),
+        "schema": "unpaired",
+        "fields": {"prompt": "q", "completion": "a", "label": "ok", "baseline_logps": "base"},
+    }
+    records = load_records(cfg, "train")
+    assert [r["baseline_logps"] for r in records] == [[-1.0], [-2.0]]
+
+
+def test_extra_fields_must_match_the_number_of_responses(tmp_path):
+    path = tmp_path / "sft.jsonl"
+    path.write_text('{"q": "2+2?", "a": "4", "ok": true, "base": [-0.5, -1.5]}\n')
+    cfg = {
+        "path": str(path),
+        "schema": "unpaired",
+        "fields": {"prompt": "q", "completion": "a", "label": "ok", "baseline_logps": "base"},
+    }
+    with pytest.raises(ValueError, match="2 baseline_logps for 1 responses"):
+        load_records(cfg, "train")
