@@ -37,7 +37,7 @@ LOSS_TOL = 1e-4
 
 
 def prefrun(tmp: Path, *args: str, env: dict | None = None, timeout: int = 240) -> subprocess.CompletedProcess:
-    # The run directory is pinned: these many overrides would name one longer than a file name may be.
+    # The run directory is pinned so the DDP and single-process runs are found where the test expects them.
     cmd = [
         sys.executable,
         "-m",

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from prefrun.data import synthetic
-from prefrun.data.records import Record, validate_record
+from prefrun.data.records import Record
 from prefrun.errors import PrefrunError
 
 
@@ -51,16 +51,11 @@ def shuffled_scores(records: list[Record], seed: int) -> list[Record]:
 
 
 def _loaded(dataset_cfg: Any) -> RunData:
+    """A loader's train split (records already validated by the loader). Its eval split is not read:
+    without an oracle nothing samples held-out prompts, and for a hub dataset it would be a second download."""
     from prefrun.data.loaders import load_records
 
-    train = load_records(dataset_cfg, "train")
-    try:
-        eval_records = load_records(dataset_cfg, "eval")
-    except PrefrunError:
-        eval_records = []
-    for i, record in enumerate(train):
-        validate_record(record, f"dataset {dataset_cfg.name} train row {i}")
-    return RunData(train=train, eval_prompts=[r["prompt"] for r in eval_records])
+    return RunData(train=load_records(dataset_cfg, "train"), eval_prompts=[])
 
 
 def _sort_task(cfg: Any, eval_seed: int) -> RunData:
