@@ -19,7 +19,8 @@ from prefrun.launch import is_main_process, reset_run_dir
 from prefrun.objectives import Objective, get_objective, get_spec
 from prefrun.results.files import environment, write_atomic, write_json
 
-OBJECTIVE_META = {"name", "data", "needs_reference"}
+# Keys of conf/objective/*.yaml that configure the run around the loss, not hyperparameters of the function.
+OBJECTIVE_META = {"name", "data", "needs_reference", "udm", "baselines"}
 log = logging.getLogger("prefrun")
 
 
