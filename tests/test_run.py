@@ -38,3 +38,21 @@ def test_unpaired_objectives_get_the_best_as_desirable_and_the_worst_as_undesira
 def test_an_objective_missing_its_data_field_names_the_field_and_the_mapping():
     with pytest.raises(ValueError, match="needs a baseline_logps field .* dataset.fields.baseline_logps"):
         shape_for_objective(lists([0.5]), get_objective("poft"), DATASET)
+
+
+def test_jpo_adds_joint_pairs_across_prompts_to_the_conditional_ones():
+    records = [{"prompt": f"p{i}", "responses": ["a", "b"], "scores": [0.1 * i, 0.5 + 0.1 * i]} for i in range(4)]
+    dataset = OmegaConf.merge(DATASET, {"joint_pairs": 6})
+    out = shape_for_objective(records, get_objective("jpo"), dataset)
+    conditional, joint = out[:4], out[4:]
+    assert all("prompts" not in r and r["responses"] == ["b", "a"] for r in conditional)
+    assert len(joint) == 6 and all(r["prompts"][0] != r["prompts"][1] for r in joint)
+
+
+@pytest.mark.parametrize("name", ["dpo", "lipo"])
+def test_joint_preferences_given_to_a_one_prompt_objective_is_a_clear_error(name):
+    joint = [{"prompt": "x", "prompts": ["x", "z"], "responses": ["a", "b"], "scores": [1.0, 0.0]}]
+    with pytest.raises(ValueError, match=f"joint preferences .* objective {name} compares .* use objective=jpo"):
+        shape_for_objective(joint, get_objective(name), DATASET)
+    with pytest.raises(ValueError, match="use objective=jpo, or drop dataset.joint_pairs"):
+        shape_for_objective(lists([0.1, 0.9]), get_objective(name), OmegaConf.merge(DATASET, {"joint_pairs": 2}))

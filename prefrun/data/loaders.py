@@ -13,6 +13,7 @@ and which schema and columns (`schema`, `fields`) they follow. For example hh-rl
 Schemas (`dataset.schema`) and the fields each one maps (`dataset.fields.<field>`):
 
     pairwise          prompt, chosen, rejected, score_chosen, score_rejected    TRL preference format
+                      (+ prompt_rejected: joint preferences, DOVE's prompt_chosen/prompt_rejected)
     list              prompt, responses (a list column), text, score | rank     UltraFeedback, Nectar
     unpaired          prompt, completion, label                                 TRL unpaired format (KTO)
     scored_responses  prompt, responses, scores (lists of columns)              SHP
@@ -32,6 +33,9 @@ Rules:
   fields ("annotations.helpfulness.Rating") or a {column: weight} mapping (a weighted sum). A pair
   without mapped scores gets [1, 0]. Ties are kept as the data has them; `to_pairs` drops them.
 - Ranks (rank 1 = best) are used only for their order: see `ranks_to_scores`.
+- Joint preferences (pairwise, `fields.prompt_rejected` set): the rejected response answers its own
+  prompt, so each record carries `prompts` = [prompt, prompt_rejected] (only `objective=jpo` trains on
+  them). With chat messages the two histories may then differ.
 - `k` keeps the first k responses in the data's order; records with fewer than `min_k` responses
   are dropped and counted in the log; `max_rows` keeps at most that many records.
 """
@@ -55,7 +59,7 @@ from prefrun.errors import PrefrunError
 log = logging.getLogger(__name__)
 
 SCHEMA_FIELDS: dict[str, tuple[str, ...]] = {
-    "pairwise": ("prompt", "chosen", "rejected", "score_chosen", "score_rejected"),
+    "pairwise": ("prompt", "chosen", "rejected", "score_chosen", "score_rejected", "prompt_rejected"),
     "list": ("prompt", "responses", "text", "score", "rank"),
     "unpaired": ("prompt", "completion", "label"),
     "scored_responses": ("prompt", "responses", "scores"),
@@ -448,25 +452,33 @@ def _shared_prefix_prompt(chosen: str, rejected: str, marker: str | None, where:
 def _pairwise(row: Row, where: str, spec: DatasetSpec) -> Record:
     chosen, rejected = _field(row, spec, "chosen", where), _field(row, spec, "rejected", where)
     prompt = _field(row, spec, "prompt", where) if "prompt" in spec.fields else None
+    joint = "prompt_rejected" in spec.fields
+    prompt_rejected = _field(row, spec, "prompt_rejected", where) if joint else None
     chosen_msgs, rejected_msgs = _messages(chosen, where, "chosen"), _messages(rejected, where, "rejected")
     if (chosen_msgs is None) != (rejected_msgs is None):
         raise PrefrunError(f"{where}: chosen and rejected must both be text or both be chat messages")
     if chosen_msgs is None or rejected_msgs is None:
-        if prompt is None:
+        if joint:
+            prompt = _mapped_prompt(prompt, where)
+        elif prompt is None:
             prompt = _shared_prefix_prompt(chosen, rejected, spec.prompt_marker, where)
             chosen, rejected = chosen[len(prompt) :], rejected[len(prompt) :]
     else:
         history = chosen_msgs[:-1]
-        if history != rejected_msgs[:-1]:
+        if history != rejected_msgs[:-1] and not joint:
             raise PrefrunError(
                 f"{where}: chosen and rejected differ before their last message; prefrun compares one "
-                "final answer to the same conversation"
+                "final answer to the same conversation (map dataset.fields.prompt_rejected for joint preferences)"
             )
         chosen, rejected = chosen_msgs[-1]["content"], rejected_msgs[-1]["content"]
         prompt = history or _mapped_prompt(prompt, where)
+        prompt_rejected = rejected_msgs[:-1] or prompt_rejected
     scores = [1.0, 0.0]
     if "score_chosen" in spec.fields:
         scores = [_score(row, spec, "score_chosen", where), _score(row, spec, "score_rejected", where)]
+    if joint:
+        prompts = [_prompt(prompt, where), _prompt(_mapped_prompt(prompt_rejected, where), where)]
+        return make_record(prompts[0], [chosen, rejected], scores, prompts=prompts)
     return make_record(_prompt(prompt, where), [chosen, rejected], scores)
 
 

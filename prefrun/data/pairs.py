@@ -9,11 +9,15 @@
 
 Each returns the new records and the number of input records that yielded none (for the caller to log).
 A pair is never a tie: tied responses are not paired, so a list whose scores are all equal yields none.
-Keys other than responses, scores and labels (prompt, user, ...) are copied to every output record.
+Keys other than responses, scores, labels and prompts (prompt, user, ...) are copied to every output
+record; per-response prompts (joint preferences) follow their responses.
+
+``joint_pairs`` builds DOVE's joint preferences across prompts: (x_i, y) against (x_j, y').
 """
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable, Iterable
 
 from prefrun.data.records import Record
@@ -61,7 +65,17 @@ UNPAIRED_MODES = ("threshold", "top_bottom")
 
 
 def _base(record: Record) -> Record:
-    return {key: value for key, value in record.items() if key not in ("responses", "scores", "labels")}
+    return {key: value for key, value in record.items() if key not in ("responses", "scores", "labels", "prompts")}
+
+
+def _picked(record: Record, indices: tuple[int, ...]) -> Record:
+    """The record's responses at ``indices`` (with their scores, and their own prompts if it has them)."""
+    out = {**_base(record), "responses": [record["responses"][i] for i in indices]}
+    out["scores"] = [record["scores"][i] for i in indices]
+    if "prompts" in record:
+        out["prompts"] = [record["prompts"][i] for i in indices]
+        out["prompt"] = out["prompts"][0]
+    return out
 
 
 def to_pairs(records: Iterable[Record], mode: str) -> tuple[list[Record], int]:
@@ -80,14 +94,44 @@ def to_pairs(records: Iterable[Record], mode: str) -> tuple[list[Record], int]:
     pairs: list[Record] = []
     dropped = 0
     for record in records:
-        responses, scores = record["responses"], record["scores"]
+        scores = record["scores"]
         found = [(w, lo) for w, lo in PAIR_MODES[mode](scores) if scores[w] > scores[lo]]
         dropped += not found
-        pairs.extend(
-            {**_base(record), "responses": [responses[w], responses[lo]], "scores": [scores[w], scores[lo]]}
-            for w, lo in found
-        )
+        pairs.extend(_picked(record, (w, lo)) for w, lo in found)
     return pairs, dropped
+
+
+def joint_pairs(records: list[Record], n: int, seed: int) -> list[Record]:
+    """``n`` joint preferences (DOVE, Bansal et al. 2024): (x_i, y_i) against (x_j, y_j) with i ≠ j.
+
+    Two records are drawn at random and one response of each; the higher-scored (prompt, response) is
+    chosen and ties are skipped. It needs scores on one scale across prompts (ratings, an oracle
+    reward), not per-list ranks. Each pair carries ``prompts`` = [x_w, x_l].
+    """
+    if len(records) < 2:
+        raise PrefrunError("joint pairs need at least 2 prompts")
+    rng = random.Random(seed)
+    out: list[Record] = []
+    for _ in range(20 * n):  # ties are skipped; bounded so all-tied data cannot loop forever
+        if len(out) == n:
+            break
+        i, j = rng.sample(range(len(records)), 2)
+        a, b = rng.randrange(len(records[i]["responses"])), rng.randrange(len(records[j]["responses"]))
+        sa, sb = records[i]["scores"][a], records[j]["scores"][b]
+        if sa == sb:
+            continue
+        (w, iw), (lo, il) = ((records[i], a), (records[j], b)) if sa > sb else ((records[j], b), (records[i], a))
+        prompts = [w.get("prompts", [w["prompt"]] * len(w["responses"]))[iw]]
+        prompts.append(lo.get("prompts", [lo["prompt"]] * len(lo["responses"]))[il])
+        out.append(
+            {
+                "prompt": prompts[0],
+                "prompts": prompts,
+                "responses": [w["responses"][iw], lo["responses"][il]],
+                "scores": [w["scores"][iw], lo["scores"][il]],
+            }
+        )
+    return out
 
 
 def to_unpaired(records: Iterable[Record], mode: str, threshold: float | None = None) -> tuple[list[Record], int]:
@@ -113,8 +157,5 @@ def to_unpaired(records: Iterable[Record], mode: str, threshold: float | None = 
         else:
             chosen = []
         dropped += not chosen
-        out.extend(
-            {**_base(record), "responses": [record["responses"][i]], "scores": [scores[i]], "labels": [label]}
-            for i, label in chosen
-        )
+        out.extend({**_picked(record, (i,)), "labels": [label]} for i, label in chosen)
     return out, dropped

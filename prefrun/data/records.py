@@ -4,6 +4,8 @@
      "responses": [str, ...],                      # K responses (assistant text)
      "scores": [float, ...],                       # K scores, higher is better; a pair is [1, 0]
      "labels": [bool, ...],                        # optional: unpaired feedback (KTO/BCO), K = 1
+     "prompts": [prompt, ...],                     # optional: each response's own prompt (joint
+                                                   #   preferences, DOVE); "prompt" is then prompts[0]
      "user": str}                                  # optional: pluralistic data
 
 A record from a chat dataset keeps its prompt as a message list; the tokenizer's chat template
@@ -40,3 +42,5 @@ def validate_record(record: Record, where: str) -> None:
             raise PrefrunError(f"{where}: a score is missing or NaN; drop the row or fill the score field in the data")
     if "labels" in record and len(record["labels"]) != k:
         raise PrefrunError(f"{where}: {k} responses but {len(record['labels'])} labels")
+    if "prompts" in record and len(record["prompts"]) != k:
+        raise PrefrunError(f"{where}: {k} responses but {len(record['prompts'])} prompts")

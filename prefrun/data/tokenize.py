@@ -26,28 +26,49 @@ def _ids(encoded: Any) -> list[int]:
     return list(encoded["input_ids"] if hasattr(encoded, "keys") else encoded)
 
 
-def tokenize_record(record: Record, tokenizer: Any, max_prompt_len: int, max_response_len: int) -> dict:
-    """{"prompt_ids": [...], "response_ids": [[...] × K]} with the prompt kept at its end, responses at their start."""
-    prompt = record["prompt"]
+def _tokenize(prompt: Any, texts: list[str], tokenizer: Any) -> tuple[list[int], list[list[int]]]:
+    """The prompt's ids and each response's ids (EOS included) cut where prompt and prompt + response diverge."""
     eos = [tokenizer.eos_token_id]
     if isinstance(prompt, list):
-        prompt_ids = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True)
-        prompt_ids = _ids(prompt_ids)
+        prompt_ids = _ids(tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True))
         responses = []
-        for text in record["responses"]:
+        for text in texts:
             full = tokenizer.apply_chat_template([*prompt, {"role": "assistant", "content": text}], tokenize=True)
             full = _ids(full)
-            cut = _common_prefix(prompt_ids, full)
-            ids = list(full[cut:])
+            ids = list(full[_common_prefix(prompt_ids, full) :])
             if not ids or ids[-1] != tokenizer.eos_token_id:
                 ids += eos
             responses.append(ids)
-    else:
-        prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-        responses = []
-        for text in record["responses"]:
-            full = tokenizer(prompt + text, add_special_tokens=False)["input_ids"]
-            cut = _common_prefix(prompt_ids, full)
-            responses.append(list(full[cut:]) + eos)
-    prompt_ids = list(prompt_ids)[-max_prompt_len:]
-    return {"prompt_ids": prompt_ids, "response_ids": [r[:max_response_len] for r in responses]}
+        return prompt_ids, responses
+    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    responses = []
+    for text in texts:
+        full = tokenizer(prompt + text, add_special_tokens=False)["input_ids"]
+        responses.append(list(full[_common_prefix(prompt_ids, full) :]) + eos)
+    return list(prompt_ids), responses
+
+
+def tokenize_record(
+    record: Record, tokenizer: Any, max_prompt_len: int, max_response_len: int, joint: bool = False
+) -> dict:
+    """{"prompt_ids": [...], "response_ids": [[...] × K]} with the prompt kept at its end, responses at their start.
+
+    A record with per-response ``prompts`` (joint preferences) also gets ``response_prompt_ids``, each
+    response's own prompt. ``joint``: the prompt tokens will be scored too (DOVE), so each prompt starts
+    with BOS: the first token of a sequence has no context and is never scored, as in DOVE's code.
+    """
+
+    def cut(prompt_ids: list[int]) -> list[int]:
+        prompt_ids = prompt_ids[-max_prompt_len:]
+        bos = tokenizer.bos_token_id
+        if joint and bos is not None and prompt_ids[:1] != [bos]:
+            prompt_ids = [bos, *prompt_ids]
+        return prompt_ids
+
+    if "prompts" in record:
+        pieces = [_tokenize(p, [text], tokenizer) for p, text in zip(record["prompts"], record["responses"])]
+        prompts = [cut(prompt_ids) for prompt_ids, _ in pieces]
+        responses = [ids[0][:max_response_len] for _, ids in pieces]
+        return {"prompt_ids": prompts[0], "response_ids": responses, "response_prompt_ids": prompts}
+    prompt_ids, responses = _tokenize(record["prompt"], record["responses"], tokenizer)
+    return {"prompt_ids": cut(prompt_ids), "response_ids": [r[:max_response_len] for r in responses]}

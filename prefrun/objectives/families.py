@@ -1,3 +1,12 @@
 """Imports every family module so their objectives register; add a new family module here."""
 
-from prefrun.objectives import listwise, pairwise, reference_free, sft, soft_label, unpaired, zoo  # noqa: F401
+from prefrun.objectives import (  # noqa: F401
+    joint,
+    listwise,
+    pairwise,
+    reference_free,
+    sft,
+    soft_label,
+    unpaired,
+    zoo,
+)

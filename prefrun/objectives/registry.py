@@ -38,6 +38,7 @@ class ObjectiveSpec:
     defaults: dict[str, object]
     validate: Callable[[dict[str, object]], None] | None = None
     inputs: tuple[str, ...] = ()  # extra per-batch inputs the trainer supplies (labels, kl_logratios, ...)
+    joint: bool = False  # log-probs of the whole sequence (prompt + response), not of the response alone
 
 
 _REGISTRY: dict[str, ObjectiveSpec] = {}
@@ -50,8 +51,12 @@ def register(
     needs_reference: bool,
     min_k: int | None = None,
     validate: Callable[[dict[str, object]], None] | None = None,
+    joint: bool = False,
 ) -> Callable[[Callable[..., ObjectiveOutput]], Callable[..., ObjectiveOutput]]:
-    """Register ``fn`` under ``name``. Its keyword-only parameters are its hyperparameters."""
+    """Register ``fn`` under ``name``. Its keyword-only parameters are its hyperparameters.
+
+    ``joint``: the trainer scores the prompt tokens too, so log-probs are of (x, y) jointly (DOVE).
+    """
 
     def decorator(fn: Callable[..., ObjectiveOutput]) -> Callable[..., ObjectiveOutput]:
         if name in _REGISTRY:
@@ -61,7 +66,7 @@ def register(
         # Positional parameters after (policy_logps, ref_logps, scores, mask, lengths) are extra inputs.
         inputs = tuple(p.name for p in params[5:] if p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD)
         k = min_k if min_k is not None else {"pairwise": 2, "list": 2, "unpaired": 1}[data]
-        _REGISTRY[name] = ObjectiveSpec(name, fn, data, needs_reference, k, defaults, validate, inputs)
+        _REGISTRY[name] = ObjectiveSpec(name, fn, data, needs_reference, k, defaults, validate, inputs, joint)
         return fn
 
     return decorator

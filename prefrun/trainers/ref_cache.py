@@ -52,8 +52,9 @@ def tokenizer_fingerprint(tokenizer: Any) -> str:
 
 def dataset_fingerprint(dataset: Any) -> str:
     h = hashlib.sha256()
-    for prompt_ids, response_ids in zip(dataset["prompt_ids"], dataset["response_ids"]):
-        h.update(json.dumps([prompt_ids, response_ids]).encode())
+    per_response = dataset["response_prompt_ids"] if "response_prompt_ids" in dataset.column_names else None
+    for i, (prompt_ids, response_ids) in enumerate(zip(dataset["prompt_ids"], dataset["response_ids"])):
+        h.update(json.dumps([per_response[i] if per_response else prompt_ids, response_ids]).encode())
     return h.hexdigest()
 
 

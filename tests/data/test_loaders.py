@@ -488,3 +488,37 @@ def test_extra_fields_must_match_the_number_of_responses(tmp_path):
     }
     with pytest.raises(ValueError, match="2 baseline_logps for 1 responses"):
         load_records(cfg, "train")
+
+
+def test_dove_rows_with_prompt_rejected_become_joint_records():
+    """DOVE's format (i_chosen, r_chosen, i_reject, r_reject): three real conditional rows, three joint ones."""
+    cfg = preset(
+        "local",
+        FIXTURES / "dove_joint.jsonl",
+        fields_prompt="i_chosen",
+        fields_chosen="r_chosen",
+        fields_prompt_rejected="i_reject",
+        fields_rejected="r_reject",
+    )
+    records = load_records(cfg, "train")
+    rows = [json.loads(line) for line in (FIXTURES / "dove_joint.jsonl").read_text().splitlines()]
+    assert len(records) == 6
+    for record, row in zip(records, rows):
+        assert record["prompts"] == [row["i_chosen"], row["i_reject"]] and record["prompt"] == row["i_chosen"]
+        assert record["responses"] == [row["r_chosen"], row["r_reject"]] and record["scores"] == [1.0, 0.0]
+    assert sum(r["prompts"][0] != r["prompts"][1] for r in records) == 3
+
+
+def test_chat_histories_may_differ_only_for_joint_preferences(tmp_path):
+    row = {
+        "chosen": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}],
+        "rejected": [{"role": "user", "content": "bye"}, {"role": "assistant", "content": "no"}],
+    }
+    path = tmp_path / "d.jsonl"
+    path.write_text(json.dumps(row) + "\n")
+    with pytest.raises(PrefrunError, match="prompt_rejected"):
+        load_records(preset("local", path, fields_chosen="chosen", fields_rejected="rejected"), "train")
+    cfg = preset("local", path, fields_chosen="chosen", fields_rejected="rejected", fields_prompt_rejected="chosen")
+    (record,) = load_records(cfg, "train")
+    assert record["prompts"] == [[{"role": "user", "content": "hi"}], [{"role": "user", "content": "bye"}]]
+    assert record["responses"] == ["hello", "no"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from prefrun.data.pairs import to_pairs, to_unpaired
+from prefrun.data.pairs import joint_pairs, to_pairs, to_unpaired
 from prefrun.errors import PrefrunError
 
 # scores [3, 2, 2, 1]: b and c tie
@@ -88,3 +88,37 @@ def test_unknown_modes_and_a_missing_threshold():
         to_unpaired([LIST], "split")
     with pytest.raises(PrefrunError, match="needs a threshold"):
         to_unpaired([LIST], "threshold")
+
+
+# --- joint preferences (DOVE): each response may answer its own prompt ---------------------------------
+
+
+def test_per_response_prompts_follow_their_responses_into_pairs_and_unpaired_records():
+    joint = {"prompt": "x1", "prompts": ["x1", "x2", "x3"], "responses": ["a", "b", "c"], "scores": [1.0, 3.0, 2.0]}
+    (pair,), _ = to_pairs([joint], "best_worst")
+    assert pair["responses"] == ["b", "a"] and pair["prompts"] == ["x2", "x1"] and pair["prompt"] == "x2"
+    unpaired, _ = to_unpaired([joint], "top_bottom")
+    picked = [(r["prompt"], r["responses"][0], r["labels"][0]) for r in unpaired]
+    assert picked == [("x2", "b", True), ("x1", "a", False)]
+
+
+def test_joint_pairs_compare_responses_to_different_prompts_higher_score_first():
+    records = [
+        {"prompt": f"x{i}", "responses": [f"y{i}a", f"y{i}b"], "scores": [float(i), float(i) + 0.5]} for i in range(5)
+    ]
+    pairs = joint_pairs(records, 40, seed=0)
+    assert len(pairs) == 40
+    score = {(r["prompt"], y): s for r in records for y, s in zip(r["responses"], r["scores"])}
+    for pair in pairs:
+        (xw, xl), (yw, yl) = pair["prompts"], pair["responses"]
+        assert xw != xl and yw.startswith(xw.replace("x", "y")) and yl.startswith(xl.replace("x", "y"))
+        assert pair["scores"] == [score[(xw, yw)], score[(xl, yl)]] and pair["scores"][0] > pair["scores"][1]
+        assert pair["prompt"] == xw
+    assert joint_pairs(records, 40, seed=0) == pairs  # a fixed seed gives the same data (the reference cache key)
+
+
+def test_joint_pairs_skip_ties_and_stop_on_all_tied_data():
+    tied = [{"prompt": f"x{i}", "responses": ["y"], "scores": [1.0]} for i in range(3)]
+    assert joint_pairs(tied, 5, seed=0) == []
+    with pytest.raises(PrefrunError, match="at least 2 prompts"):
+        joint_pairs(tied[:1], 5, seed=0)
