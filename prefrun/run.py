@@ -47,9 +47,16 @@ def shape_for_objective(records: list[dict], objective: Objective, dataset_cfg: 
         if field in spec.inputs and any(field not in r for r in records):
             raise PrefrunError(
                 f"objective {spec.name} needs a {field} field in dataset {dataset_cfg.name}; "
-                f"map it with dataset.fields.{field}=<column>"
+                f"map it with dataset.fields.{field}=<column> or compute it with "
+                "objective.baselines=[<model preset or path>, ...]"
             )
     has_labels = "labels" in records[0]
+    joint_wanted = int(dataset_cfg.get("joint_pairs") or 0)
+    if spec.data != "unpaired" and not spec.joint and (joint_wanted or any("prompts" in r for r in records)):
+        raise PrefrunError(
+            f"dataset {dataset_cfg.name} holds joint preferences (responses to different prompts); objective "
+            f"{spec.name} compares responses to one prompt: use objective=jpo, or drop dataset.joint_pairs"
+        )
     dropped = 0
     if spec.data == "unpaired":
         if not has_labels:
@@ -69,8 +76,15 @@ def shape_for_objective(records: list[dict], objective: Objective, dataset_cfg: 
                 f"{shortest} response(s); use a pairwise or list dataset"
             )
         # Always through to_pairs: it orders each pair chosen-first and drops ties, also when K = 2.
-        records, dropped = to_pairs(records, dataset_cfg.get("pairs", "best_worst"))
+        conditional, dropped = to_pairs(records, dataset_cfg.get("pairs", "best_worst"))
+        if joint_wanted:  # DOVE trains on conditional and joint pairs combined
+            from prefrun.data.pairs import joint_pairs
+
+            conditional += joint_pairs(records, joint_wanted, seed=0)
+        records = conditional
         augment = dataset_cfg.get("augment")
+        if augment not in (None, "none") and any("prompts" in r for r in records):
+            raise PrefrunError(f"dataset.augment={augment} rewrites one prompt per pair; joint pairs have two")
         if augment == "reward_conditioned":
             from prefrun.data.augment import reward_conditioned
 
@@ -93,6 +107,39 @@ def shape_for_objective(records: list[dict], objective: Objective, dataset_cfg: 
             spec.data,
         )
     return records
+
+
+def add_baselines(cfg: DictConfig, objective: Objective, data: Any, device: str) -> dict[str, int] | None:
+    """PoFT's baseline_logps computed by the models of ``objective.baselines`` (cached); None when none are listed.
+
+    The field comes from the data (dataset.fields.baseline_logps) or from baselines, never both: given
+    both, the run stops rather than silently preferring one.
+    """
+    baselines = cfg.objective.get("baselines")
+    if not baselines:
+        return None
+    if "baseline_logps" not in objective.spec.inputs:
+        raise PrefrunError(f"objective {objective.name} takes no baseline_logps; remove objective.baselines")
+    if any("baseline_logps" in r for r in data.train):
+        raise PrefrunError(
+            f"dataset {cfg.dataset.name} already gives baseline_logps (dataset.fields.baseline_logps) and "
+            "objective.baselines lists models to compute them; keep one of the two"
+        )
+    from prefrun.data.baseline_scores import score_records
+    from prefrun.launch import rank0_first
+
+    with rank0_first():  # rank 0 scores and caches, the other ranks (if already started) load the cache
+        stats = score_records(
+            data.train,
+            baselines,
+            words=data.words,
+            cache_dir=cfg.paths.cache_dir,
+            device=device,
+            max_prompt_len=cfg.train.max_prompt_len,
+            max_response_len=cfg.train.max_response_len,
+        )
+    log.info("baseline_logps from %d model(s): %d cached, %d computed", stats["models"], stats["hits"], stats["misses"])
+    return stats
 
 
 def records_fingerprint(records: list[dict]) -> str:
@@ -134,6 +181,15 @@ def run(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None) -> d
     data = build_data(cfg.dataset, cfg.seed, eval_split=cfg.eval.get("split", "test"))
     if not data.train:
         raise PrefrunError(f"dataset {cfg.dataset.name} is empty; check dataset.path and dataset.splits")
+
+    import torch
+
+    device = "cuda" if cfg.hardware.accelerator == "cuda" and torch.cuda.is_available() else "cpu"
+    cache_dir = Path(cfg.paths.cache_dir)
+    baseline_started = time.time()
+    baseline_cache = add_baselines(cfg, objective, data, device)
+    if baseline_cache is not None:
+        timings["baselines_s"] = time.time() - baseline_started  # part of build_s
     curriculum = cfg.curriculum.name != "none"
     train_records = data.train if curriculum else shape_for_objective(data.train, objective, cfg.dataset)
     if not train_records:
@@ -141,14 +197,10 @@ def run(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None) -> d
             f"dataset {cfg.dataset.name} yields no training example for objective {objective.name} (all lists tied?)"
         )
 
-    import torch
-
     from prefrun.models.loading import base_model_path
     from prefrun.trainers.preference import train_preference
     from prefrun.trainers.sft_stage import run_sft
 
-    device = "cuda" if cfg.hardware.accelerator == "cuda" and torch.cuda.is_available() else "cpu"
-    cache_dir = Path(cfg.paths.cache_dir)
     base = base_model_path(cfg.model, data.words, cache_dir / "models")
     timings["build_s"] = time.time() - t
 
@@ -179,6 +231,8 @@ def run(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None) -> d
         policy, reference, tokenizer, train_stats = train_preference(
             cfg, objective, train_records, reference_path, run_dir, device
         )
+    if baseline_cache is not None:
+        train_stats = {**train_stats, "baseline_cache": baseline_cache}
     timings["train_s"] = time.time() - t
 
     t = time.time()

@@ -134,3 +134,28 @@ def test_reward_conditioned_pairs_train_with_any_pairwise_objective(tmp_path):
     plain = overrides[:2] + overrides[3:]
     augmented = compose_and_run(overrides, tmp_path / "aug")["training"]["examples"]
     assert augmented == 2 * compose_and_run(plain, tmp_path / "plain")["training"]["examples"]
+
+
+def test_joint_preferences_in_doves_format_train_jpo_end_to_end(tmp_path):
+    """DOVE's rows (i_chosen, r_chosen, i_reject, r_reject) through dataset=local, trained by objective=jpo."""
+    overrides = [
+        "dataset=local",
+        f"dataset.path={FIXTURES / 'dove_joint.jsonl'}",
+        "dataset.fields.prompt=i_chosen",
+        "dataset.fields.chosen=r_chosen",
+        "dataset.fields.prompt_rejected=i_reject",
+        "dataset.fields.rejected=r_reject",
+        "objective=jpo",
+        "logger=none",
+        "eval=none",
+        "train.steps=2",
+        "train.batch_size=2",
+        "train.max_prompt_len=64",
+        "train.max_response_len=64",
+        f"paths.output_dir={tmp_path}/out",
+        f"paths.cache_dir={tmp_path}/c",
+    ]
+    results = compose_and_run(overrides, tmp_path / "run")
+    assert results["training"]["examples"] == 6 and results["training"]["shared_prompt"] is False
+    with pytest.raises(ValueError, match="train.shared_prompt=on cannot pack objective jpo"):
+        compose_and_run([*overrides, "train.shared_prompt=on", "run.overwrite=true"], tmp_path / "run2")

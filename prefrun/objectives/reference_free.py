@@ -219,11 +219,13 @@ def poft(
 
     L = mean over every real response of −log σ(β·ℓ̄_θ(y) − β·b(y) + γ), where ℓ̄_θ is the policy's
     per-token log-prob and b = ``baseline_logps`` [B, K] the mean over M frozen aligned models of their
-    per-token log-probs of y (each model with its own tokenizer and chat template, computed offline). Its
+    per-token log-probs of y (each model with its own tokenizer and chat template). Its
     gradient is β·∇ℓ̄_θ weighted by σ(β·b − β·ℓ̄_θ − γ) (logged as ``poft/weight``): responses the aligned
     models find likely weigh more (soft data filtering). β = 1, γ = 0 as in the reference code.
     Reference-free: b is no KL anchor.
-    Data: SFT lists (K ≥ 1) with a ``baseline_logps`` field.
+    Data: SFT lists (K ≥ 1) with a ``baseline_logps`` field, read from the data (dataset.fields.baseline_logps)
+    or computed once before training by the models listed in ``objective.baselines`` and cached
+    (prefrun.data.baseline_scores); the run refuses both at once.
     """
     z = beta * _mean_logps(policy_logps, lengths) - beta * baseline_logps.to(policy_logps.dtype) + gamma
     loss = masked_mean(-F.logsigmoid(z), mask)

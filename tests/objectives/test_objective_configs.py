@@ -14,6 +14,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from prefrun.objectives import get_objective, get_spec
+from prefrun.run import OBJECTIVE_META
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 OPTIONS = sorted(p.stem for p in (CONF / "objective").glob("*.yaml"))
@@ -27,6 +28,8 @@ def test_objective_option_composes_to_its_registered_spec(option):
     spec = get_spec(conf.pop("name"))
     assert conf.pop("data") == spec.data
     assert conf.pop("needs_reference") is spec.needs_reference
+    for key in OBJECTIVE_META - {"name", "data", "needs_reference"}:  # run settings (udm, baselines), not hparams
+        conf.pop(key, None)
     assert set(conf) == set(spec.defaults)
     get_objective(spec.name, **conf)
     raw = yaml.safe_load((CONF / "objective" / f"{option}.yaml").read_text())
