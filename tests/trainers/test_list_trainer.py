@@ -175,6 +175,7 @@ def test_training_never_recomputes_reference_logps(micro_model_dir, tmp_path, to
     )
     reference_forwards = trainer.reference_forwards
     assert reference_forwards > 0
+    assert trainer.ref_model is None  # the reference's log-probs come from the initial policy: one model in memory
     trainer.train()
     assert trainer.reference_forwards == reference_forwards
     assert trainer.policy_forwards == 3
@@ -195,6 +196,7 @@ def test_reference_free_objectives_never_run_a_reference_forward(micro_model_dir
         ref_cache=cache,
     )
     assert "ref_logps" not in trainer.train_dataset.column_names
+    assert trainer.ref_model is None  # no second model in memory
     trainer.train()
     assert trainer.reference_forwards == 0
     assert (cache.hits, cache.misses) == (0, 0)
