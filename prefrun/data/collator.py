@@ -30,20 +30,26 @@ LIST_FIELDS = {
     "ref_logps": torch.float32,
     "labels": torch.bool,
     "baseline_logps": torch.float32,
+    "udm_weights": torch.float32,  # BCO's UDM density-ratio weights (prefrun.trainers.density_ratio)
 }
 RECORD_FIELDS = {"p_chosen": torch.float32}
 
 
 @dataclass
 class ListCollator:
+    """``score_prompt``: the completion mask covers the prompt too (joint log-probs of (x, y), DOVE).
+    A record with ``response_prompt_ids`` gives each response its own prompt (joint preferences)."""
+
     pad_token_id: int
+    score_prompt: bool = False
 
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         rows, masks, index = [], [], []
         for b, ex in enumerate(examples):
-            for k, resp in enumerate(ex["response_ids"]):
-                rows.append(list(ex["prompt_ids"]) + list(resp))
-                masks.append([0] * len(ex["prompt_ids"]) + [1] * len(resp))
+            prompts = ex.get("response_prompt_ids") or [ex["prompt_ids"]] * len(ex["response_ids"])
+            for k, (prompt, resp) in enumerate(zip(prompts, ex["response_ids"])):
+                rows.append(list(prompt) + list(resp))
+                masks.append([int(self.score_prompt)] * len(prompt) + [1] * len(resp))
                 index.append((b, k))
         width = max(map(len, rows))
         k_max = max(len(ex["response_ids"]) for ex in examples)

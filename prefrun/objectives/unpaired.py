@@ -93,8 +93,10 @@ def kto(
     undesirable examples; λ_D = ``desirable_weight``, λ_U = ``undesirable_weight``. Equals TRL
     ``KTOTrainer(loss_type="kto")``, including its averaging over all examples.
     Extra inputs: ``labels`` bool [B, 1] (True = desirable); ``kl_logratios`` [N] (N = B in TRL), the summed
-    log π_θ − log π_ref of mismatched (prompt, completion) pairs (TRL: completions shifted by one within the
-    batch), computed by the trainer without gradient and gathered across ranks before the mean. TRL warns
+    log π_θ − log π_ref of mismatched (prompt, completion) pairs, paired as in TRL (completions rotated by one
+    within each per-device batch of a sequential order: x_i with y_(i−1), the first with the last; see
+    ``with_mismatched_completion``), computed by the trainer without gradient and gathered across ranks before
+    the mean. TRL warns
     unless λ_D·n_D/(λ_U·n_U) ∈ [1, 4/3]. Data: unpaired (K = 1).
     """
     z0 = kl_logratios.detach().to(policy_logps.dtype).mean().clamp(min=0)
@@ -117,25 +119,38 @@ def bco(
     lengths: torch.Tensor,
     labels: torch.Tensor,
     reward_shift: torch.Tensor,
+    udm_weights: torch.Tensor | None = None,
     *,
     beta: float = 0.1,
 ) -> ObjectiveOutput:
     """BCO (Jung et al. 2024, "Binary Classifier Optimization", arXiv 2404.04656).
 
-    With r = β·ρ and δ = ``reward_shift``: L = mean over the batch of −log σ(r − δ) for desirable and
-    −log σ(−(r − δ)) for undesirable examples.
+    With r = β·ρ, δ = ``reward_shift`` and w = ``udm_weights``: L = mean over the batch of −log σ(r − δ) for
+    desirable and w·(−log σ(−(r − δ))) for undesirable examples (the mean over all examples, as TRL's
+    ``losses.nanmean()``, not a weighted mean).
     Extra inputs: ``labels`` bool [B, 1] (True = desirable); ``reward_shift`` (scalar tensor, detached here),
     the running mean of all implicit rewards r seen in training, kept by the trainer: TRL's BCOTrainer updates
     it with this batch's rewards (gathered across ranks) before the loss in training, not in evaluation, and
-    it must be saved with checkpoints. No UDM (the density-ratio weights on undesirable examples).
+    it must be saved with checkpoints; ``udm_weights`` float [B, 1] (optional; None = all 1), UDM's clamped
+    density ratio p/(1 − p) of each undesirable example's prompt, computed before training by
+    ``prefrun.trainers.density_ratio`` (``objective.udm.enabled=true``); desirable entries are not read.
+    With weights, ``bco/udm_weight`` logs the batch's mean undesirable weight.
     TRL 1.16 has no BCOTrainer and its ``"bco_pair"`` drops δ. Data: unpaired (K = 1).
     """
     rho = _flat(policy_logps) - _flat(ref_logps)
     r = beta * rho
     delta = torch.as_tensor(reward_shift, dtype=r.dtype, device=r.device).detach().reshape(())
     good = _flat(labels).bool()
-    per_example = torch.where(good, -F.logsigmoid(r - delta), -F.logsigmoid(delta - r))
-    loss = masked_mean(per_example, _flat(mask).bool())
+    undesirable = -F.logsigmoid(delta - r)
+    if udm_weights is not None:
+        weights = _flat(udm_weights).detach().to(r.dtype)
+        undesirable = weights * undesirable
+    per_example = torch.where(good, -F.logsigmoid(r - delta), undesirable)
+    real = _flat(mask).bool()
+    loss = masked_mean(per_example, real)
     metrics = _unpaired_metrics(policy_logps, ref_logps, scores, mask, lengths, labels, beta, delta)
     metrics["reward_shift"] = delta.item()
+    if udm_weights is not None:
+        und = real & ~good
+        metrics["bco/udm_weight"] = weights[und].mean().item() if bool(und.any()) else float("nan")
     return ObjectiveOutput(loss, metrics)

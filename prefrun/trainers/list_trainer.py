@@ -63,12 +63,16 @@ class ListTrainer(DPOTrainer):
         # Reference log-probs are always precomputed from the initial policy (= the reference) before
         # training, so TRL never loads a second model; reference-free objectives skip them entirely.
         args.precompute_ref_log_probs = True
+        if shared_prompt and (objective.spec.joint or "response_prompt_ids" in train_dataset.column_names):
+            raise ValueError("joint log-probs and per-response prompts need train.shared_prompt=off")
+        pad = processing_class.pad_token_id
+        collator = SharedPromptCollator(pad) if shared_prompt else ListCollator(pad, score_prompt=objective.spec.joint)
         super().__init__(
             model=model,
             args=args,
             train_dataset=train_dataset,
             processing_class=processing_class,
-            data_collator=(SharedPromptCollator if shared_prompt else ListCollator)(processing_class.pad_token_id),
+            data_collator=collator,
             **kwargs,
         )
 
@@ -77,7 +81,17 @@ class ListTrainer(DPOTrainer):
         if "prompt_ids" not in dataset.column_names:
             raise ValueError("ListTrainer expects tokenized records (prompt_ids, response_ids, scores)")
         if "kl_logratios" in self.objective.spec.inputs:
-            dataset = with_mismatched_completion(dataset)
+            # ``args``, not ``self.args``: DPOTrainer prepares the data before Trainer.__init__ sets the latter.
+            # Evaluation sets rotate within eval batches (TRL uses the train batch size for them too).
+            train = dataset_name == "train"
+            batch_size = args.per_device_train_batch_size if train else args.per_device_eval_batch_size
+            if batch_size <= 1:  # TRL's KTOTrainer refuses it too
+                raise ValueError(
+                    f"objectives with kl_logratios (KTO) need a per-device batch size > 1 (got {batch_size}): the "
+                    "mismatched completions are rotated within each batch, so a batch of 1 pairs a prompt with its "
+                    "own completion and z0 becomes the example's own log-ratio"
+                )
+            dataset = with_mismatched_completion(dataset, batch_size)
         return dataset
 
     def _set_signature_columns_if_needed(self) -> None:
@@ -85,10 +99,12 @@ class ListTrainer(DPOTrainer):
             self._signature_columns = [
                 "prompt_ids",
                 "response_ids",
+                "response_prompt_ids",
                 "scores",
                 "ref_logps",
                 "labels",
                 "p_chosen",
+                "udm_weights",
             ]
 
     # --- reference log-probs --------------------------------------------------------------------------
@@ -228,20 +244,32 @@ class ListTrainer(DPOTrainer):
             self.objective_state.update(json.loads(path.read_text()))
 
 
-def with_mismatched_completion(dataset: Dataset) -> Dataset:
-    """Append to each record the next record's completion (KTO's KL estimate: x_i with y_(i+1)).
+def with_mismatched_completion(dataset: Dataset, batch_size: int) -> Dataset:
+    """Append to each record a completion of another record, for KTO's KL estimate z₀.
 
-    TRL pairs within each batch by shifting; a fixed pairing over the dataset estimates the same
-    expectation and lets the reference log-probs of these rows be precomputed and cached.
+    The pairing is TRL KTOTrainer's: completions rotate by one within consecutive chunks of ``batch_size``
+    records, so record i of a chunk gets the completion of record i−1 and the chunk's first record that of its
+    last (x_1, y_n), (x_2, y_1), …, (x_n, y_(n−1)); a last, shorter chunk rotates within itself (a chunk of one
+    record pairs it with its own completion, as in TRL). With ``batch_size`` the per-device batch and
+    ``train_sampling_strategy="sequential"`` (the only order TRL allows), each batch's z₀ uses the batch's own
+    completions, paired with other prompts of the batch, as in the KTO paper; with the random sampler a batch's
+    mismatched completions come from its records' chunk neighbours instead, which estimates the same
+    expectation. The pairing is fixed, so the reference log-probs of these rows are precomputed and cached.
     """
     responses = dataset["response_ids"]
     n = len(responses)
 
+    def source(i: int) -> int:
+        start = i - i % batch_size
+        return start + (i - start - 1) % min(batch_size, n - start)
+
     def add(row: dict, i: int) -> dict:
-        row["response_ids"] = [*row["response_ids"], responses[(i + 1) % n][0]]
+        row["response_ids"] = [*row["response_ids"], responses[source(i)][0]]
         row["scores"] = [*row["scores"], 0.0]
         if "labels" in row and row["labels"] is not None:
             row["labels"] = [*row["labels"], False]
+        if row.get("response_prompt_ids"):  # per-response prompts: the other completion answers this prompt
+            row["response_prompt_ids"] = [*row["response_prompt_ids"], row["response_prompt_ids"][0]]
         return row
 
     return dataset.map(add, with_indices=True)

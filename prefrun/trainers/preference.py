@@ -13,6 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from prefrun.data.records import Record
 from prefrun.data.tokenize import tokenize_record
+from prefrun.errors import PrefrunError
 from prefrun.launch import is_main_process, preemption_callback, rank0_first, resume_checkpoint
 from prefrun.objectives import Objective
 from prefrun.results.metrics_log import MetricsFile, MetricsFileCallback
@@ -20,13 +21,18 @@ from prefrun.results.metrics_log import MetricsFile, MetricsFileCallback
 EXTRA_FIELDS = ("labels", "p_chosen", "baseline_logps")
 
 
-def tokenized_dataset(records: list[Record], tokenizer: Any, cfg: DictConfig) -> Any:
-    """A datasets.Dataset of prompt_ids, response_ids[K], scores[K] (+ labels, p_chosen when present)."""
+def tokenized_dataset(records: list[Record], tokenizer: Any, cfg: DictConfig, joint: bool = False) -> Any:
+    """A datasets.Dataset of prompt_ids, response_ids[K], scores[K] (+ labels, p_chosen when present).
+
+    ``joint``: prompts start with BOS, as their tokens will be scored (see tokenize_record).
+    """
     from datasets import Dataset
 
+    if any("prompts" in r for r in records):  # one column layout for all rows: per-response prompts everywhere
+        records = [r if "prompts" in r else {**r, "prompts": [r["prompt"]] * len(r["responses"])} for r in records]
     rows = []
     for record in records:
-        row = tokenize_record(record, tokenizer, cfg.train.max_prompt_len, cfg.train.max_response_len)
+        row = tokenize_record(record, tokenizer, cfg.train.max_prompt_len, cfg.train.max_response_len, joint)
         row["scores"] = record["scores"]
         for name in EXTRA_FIELDS:
             if name in record:
@@ -145,16 +151,25 @@ def train_preference(
 
     from prefrun.data.shared_prompt import use_shared_prompt
     from prefrun.models.loading import load_model_and_tokenizer, lora_config
+    from prefrun.trainers.density_ratio import with_udm_weights
     from prefrun.trainers.list_trainer import ListTrainer
     from prefrun.trainers.ref_cache import ReferenceCache, model_fingerprint, tokenizer_fingerprint
 
     torch.manual_seed(cfg.seed)
     policy, tokenizer = load_model_and_tokenizer(reference_path, cfg.model, device)
-    dataset = tokenized_dataset(records, tokenizer, cfg)
-    # KTO's mismatched-completion rows are read apart from the packed ones, so auto leaves them unpacked.
+    joint = objective.spec.joint
+    dataset = tokenized_dataset(records, tokenizer, cfg, joint=joint)
+    # KTO's mismatched-completion rows are read apart from the packed ones, and joint log-probs or
+    # per-response prompts share no prompt: auto leaves them unpacked.
     mode = cfg.train.shared_prompt
-    if mode == "auto" and "kl_logratios" in objective.spec.inputs:
+    unpackable = joint or "response_prompt_ids" in dataset.column_names
+    if mode == "auto" and ("kl_logratios" in objective.spec.inputs or unpackable):
         mode = "off"
+    if unpackable and mode in (True, "on", "true"):
+        raise PrefrunError(
+            f"train.shared_prompt=on cannot pack objective {objective.name} (joint log-probs or per-response "
+            "prompts); set train.shared_prompt=off or auto"
+        )
     shared_prompt = use_shared_prompt(mode, dataset)
     ref_cache = None
     if cfg.cache.reference in ("on", True) and objective.needs_reference:
@@ -163,7 +178,7 @@ def train_preference(
             Path(cfg.paths.cache_dir) / "reference",
             model_fingerprint(reference_path, cfg.model.get("revision")),
             tokenizer_fingerprint(tokenizer),
-            f"{policy.dtype},shared_prompt={shared_prompt}",
+            f"{policy.dtype},shared_prompt={shared_prompt},joint={joint}",
         )
     main_process = is_main_process()  # issue 5: only rank 0 writes metrics.jsonl and W&B
     report_to = init_wandb(cfg, run_dir) if main_process else []
@@ -171,6 +186,17 @@ def train_preference(
     args = dpo_config(cfg, out_dir, steps or cfg.train.steps, device, report_to)
     if sequential:  # curricula order the data themselves; a random sampler would undo it
         args.train_sampling_strategy = "sequential"
+    elif "kl_logratios" in objective.spec.inputs:
+        # KTO's z₀ from the batch's own completions (the paper's estimate, TRL's only order): shuffle once by
+        # the seed, then read in order, so each batch is one chunk of with_mismatched_completion's pairing.
+        dataset = dataset.shuffle(seed=cfg.seed).flatten_indices()
+        args.train_sampling_strategy = "sequential"
+    # BCO's UDM: density-ratio weights of undesirable examples from the reference (= the untrained policy).
+    # Every rank computes them (a collective at the end), so outside rank0_first.
+    batch = args.precompute_ref_batch_size
+    dataset, udm = with_udm_weights(
+        dataset, policy, tokenizer, cfg.objective, objective, device=args.device, seed=cfg.seed, batch_size=batch
+    )
     with rank0_first():  # issue 5: rank 0 computes + caches the reference log-probs, the other ranks load them
         trainer = ListTrainer(
             model=policy,
@@ -206,6 +232,8 @@ def train_preference(
         "train_runtime_s": trainer.state.log_history[-1].get("train_runtime") if trainer.state.log_history else None,
         "num_tokens": trainer._total_train_tokens,
     }
+    if udm is not None:
+        stats["udm"] = udm
     model = trainer.model
     if hasattr(model, "merge_and_unload"):
         model = model.merge_and_unload()
