@@ -99,6 +99,9 @@ def shape_for_objective(records: list[dict], objective: Objective, dataset_cfg: 
                 f"{dataset_cfg.name} row {short[0]} has {len(records[short[0]]['responses'])}; "
                 "drop short lists with dataset.min_k"
             )
+    advice = spec.advise(records, objective.hparams) if spec.advise and records else None
+    if advice:
+        log.warning(advice)
     if dropped:
         log.warning(
             "%d prompt(s) of dataset %s yield no %s example (tied scores) and are skipped",

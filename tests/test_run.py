@@ -56,3 +56,18 @@ def test_joint_preferences_given_to_a_one_prompt_objective_is_a_clear_error(name
         shape_for_objective(joint, get_objective(name), DATASET)
     with pytest.raises(ValueError, match="use objective=jpo, or drop dataset.joint_pairs"):
         shape_for_objective(lists([0.1, 0.9]), get_objective(name), OmegaConf.merge(DATASET, {"joint_pairs": 2}))
+
+
+def test_kto_warns_as_trl_when_class_weights_do_not_balance_the_data(caplog):
+    """TRL's rule: λ_D·n_D/(λ_U·n_U) in [1, 4/3]; 3 desirable vs 1 undesirable at λ_D = λ_U = 1 gives 3."""
+    records = [{"prompt": "p", "responses": [f"r{i}"], "scores": [float(i > 0)], "labels": [i > 0]} for i in range(4)]
+    with caplog.at_level("WARNING", logger="prefrun"):
+        shape_for_objective(records, get_objective("kto"), DATASET)
+    (message,) = [r.message for r in caplog.records if r.message.startswith("kto:")]
+    # TRL's ranges: λ_D in [1·1/3, 1.33/3] = [0.33, 0.44], λ_U in [3/1.33, 3] = [2.26, 3.0]
+    assert "3 desirable vs 1 undesirable" in message and "= 3.00" in message
+    assert "desirable_weight in [0.33, 0.44]" in message and "undesirable_weight in [2.26, 3.0]" in message
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="prefrun"):
+        shape_for_objective(records, get_objective("kto", undesirable_weight=2.5), DATASET)
+    assert not [r for r in caplog.records if r.message.startswith("kto:")]

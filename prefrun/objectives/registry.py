@@ -39,6 +39,7 @@ class ObjectiveSpec:
     validate: Callable[[dict[str, object]], None] | None = None
     inputs: tuple[str, ...] = ()  # extra per-batch inputs the trainer supplies (labels, kl_logratios, ...)
     joint: bool = False  # log-probs of the whole sequence (prompt + response), not of the response alone
+    advise: Callable[[list[dict], dict[str, object]], str | None] | None = None  # a warning about data + hparams
 
 
 _REGISTRY: dict[str, ObjectiveSpec] = {}
@@ -52,10 +53,12 @@ def register(
     min_k: int | None = None,
     validate: Callable[[dict[str, object]], None] | None = None,
     joint: bool = False,
+    advise: Callable[[list[dict], dict[str, object]], str | None] | None = None,
 ) -> Callable[[Callable[..., ObjectiveOutput]], Callable[..., ObjectiveOutput]]:
     """Register ``fn`` under ``name``. Its keyword-only parameters are its hyperparameters.
 
     ``joint``: the trainer scores the prompt tokens too, so log-probs are of (x, y) jointly (DOVE).
+    ``advise(records, hparams)``: a warning for hyperparameters that suit the training data poorly (logged).
     """
 
     def decorator(fn: Callable[..., ObjectiveOutput]) -> Callable[..., ObjectiveOutput]:
@@ -66,7 +69,7 @@ def register(
         # Positional parameters after (policy_logps, ref_logps, scores, mask, lengths) are extra inputs.
         inputs = tuple(p.name for p in params[5:] if p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD)
         k = min_k if min_k is not None else {"pairwise": 2, "list": 2, "unpaired": 1}[data]
-        _REGISTRY[name] = ObjectiveSpec(name, fn, data, needs_reference, k, defaults, validate, inputs, joint)
+        _REGISTRY[name] = ObjectiveSpec(name, fn, data, needs_reference, k, defaults, validate, inputs, joint, advise)
         return fn
 
     return decorator

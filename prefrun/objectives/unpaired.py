@@ -73,7 +73,27 @@ def _check_kto(hp: dict[str, object]) -> None:
         )
 
 
-@register("kto", data="unpaired", needs_reference=True, validate=_check_kto)
+def kto_weight_advice(records: list[dict], hp: dict[str, object]) -> str | None:
+    """TRL KTOTrainer's balance check (KTO paper Eq. 8): with n_D desirable and n_U undesirable examples
+    (n_D ≠ n_U), λ_D·n_D/(λ_U·n_U) should lie in [1, 4/3]; otherwise the ranges that put either weight
+    there (not both), as TRL's warning gives them."""
+    n_d = max(sum(bool(r["labels"][0]) for r in records), 1)
+    n_u = max(len(records) - n_d, 1)
+    if n_d == n_u:
+        return None
+    lam_d, lam_u = float(hp["desirable_weight"]), float(hp["undesirable_weight"])  # type: ignore[arg-type]
+    d_lo, d_hi = round(n_u * lam_u / n_d, 2), round(n_u * lam_u / n_d * 1.33, 2)
+    u_lo, u_hi = round(n_d * lam_d / n_u / 1.33, 2), round(n_d * lam_d / n_u, 2)
+    if d_lo <= lam_d <= d_hi or u_lo <= lam_u <= u_hi:
+        return None
+    return (
+        f"kto: {n_d} desirable vs {n_u} undesirable examples; λ_D·n_D/(λ_U·n_U) = {lam_d * n_d / (lam_u * n_u):.2f} "
+        f"is outside [1, 4/3]: set objective.desirable_weight in [{d_lo}, {d_hi}] or objective.undesirable_weight "
+        f"in [{u_lo}, {u_hi}] (not both)"
+    )
+
+
+@register("kto", data="unpaired", needs_reference=True, validate=_check_kto, advise=kto_weight_advice)
 def kto(
     policy_logps: torch.Tensor,
     ref_logps: torch.Tensor,
