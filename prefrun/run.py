@@ -61,7 +61,7 @@ def shape_for_objective(records: list[dict], objective: Objective, dataset_cfg: 
     if spec.data == "unpaired":
         if not has_labels:
             mode = dataset_cfg.get("unpaired", "top_bottom")
-            kwargs = {"threshold": dataset_cfg.unpaired_threshold} if mode == "threshold" else {}
+            kwargs = {"threshold": dataset_cfg.get("unpaired_threshold")} if mode == "threshold" else {}
             records, dropped = to_unpaired(records, mode, **kwargs)
     elif has_labels:
         raise PrefrunError(

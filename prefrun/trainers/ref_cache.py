@@ -52,7 +52,8 @@ def tokenizer_fingerprint(tokenizer: Any) -> str:
 
 def dataset_fingerprint(dataset: Any) -> str:
     h = hashlib.sha256()
-    per_response = dataset["response_prompt_ids"] if "response_prompt_ids" in dataset.column_names else None
+    columns = dataset.column_names if hasattr(dataset, "column_names") else dataset  # a Dataset or a dict of columns
+    per_response = dataset["response_prompt_ids"] if "response_prompt_ids" in columns else None
     for i, (prompt_ids, response_ids) in enumerate(zip(dataset["prompt_ids"], dataset["response_ids"])):
         h.update(json.dumps([per_response[i] if per_response else prompt_ids, response_ids]).encode())
     return h.hexdigest()
