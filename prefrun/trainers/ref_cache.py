@@ -24,6 +24,19 @@ def _hash_file(h: Any, path: Path) -> None:
             h.update(chunk)
 
 
+def stack_fingerprint() -> dict[str, str | None]:
+    """The library versions whose numerics a cached result depends on (kernels, TRL's log-prob code)."""
+    from importlib import metadata
+
+    versions: dict[str, str | None] = {}
+    for name in ("torch", "transformers", "trl"):
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
 def model_fingerprint(path: str, revision: str | None = None) -> str:
     """sha256 of a local model directory's weight files, or of a hub id + revision."""
     h = hashlib.sha256()
@@ -64,7 +77,7 @@ class ReferenceCache:
 
     def __init__(self, cache_dir: str | os.PathLike, model_key: str, tokenizer_key: str, dtype: str):
         self.dir = Path(cache_dir)
-        self.base_key = {"model": model_key, "tokenizer": tokenizer_key, "dtype": dtype}
+        self.base_key = {"model": model_key, "tokenizer": tokenizer_key, "dtype": dtype, "stack": stack_fingerprint()}
         self.hits = 0
         self.misses = 0
 

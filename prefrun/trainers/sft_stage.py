@@ -1,7 +1,8 @@
 """The SFT stage: fine-tune the base model on the task with TRL's SFTTrainer, cached.
 
 The result is the reference model of preference training. It is cached under a key of everything
-that determines it (model, data, steps, lr, seed), so a sweep pays for it once; the cache entry is
+that determines it (base weights, data, steps, lr, seed, library versions, recipe version), so a sweep
+pays for it once; the cache entry is
 written to a temporary directory and renamed, so a killed or concurrent run never sees half a model.
 """
 
@@ -17,10 +18,22 @@ from typing import Any
 from prefrun.data.records import Record
 from prefrun.data.tokenize import tokenize_record
 
+# Bump when code that shapes the SFT model changes (its recipe, the formatting of its data): a cache entry
+# is only as good as the code that wrote it, and a stale one silently changes every later run's reference.
+SFT_RECIPE = 2
+
 
 def sft_cache_key(base_model: str, records_fingerprint: str, cfg: dict[str, Any]) -> str:
-    blob = json.dumps({"model": base_model, "data": records_fingerprint, "cfg": cfg}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+    from prefrun.trainers.ref_cache import model_fingerprint, stack_fingerprint
+
+    blob = {
+        "recipe": SFT_RECIPE,
+        "stack": stack_fingerprint(),
+        "model": model_fingerprint(base_model),  # the weights, not where they lie
+        "data": records_fingerprint,
+        "cfg": cfg,
+    }
+    return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def run_sft(
