@@ -13,7 +13,6 @@ from hydra import compose, initialize_config_dir
 from prefrun.errors import PrefrunError
 from prefrun.run import run
 
-pytest.importorskip("sklearn")
 CONF = str(Path(__file__).resolve().parents[1] / "conf")
 
 

@@ -8,6 +8,7 @@ directly. What TRL computes from logits (the NLL terms of CPO and ORPO) is check
 
 from __future__ import annotations
 
+import importlib
 from collections import defaultdict
 from types import SimpleNamespace
 
@@ -16,10 +17,11 @@ import torch
 
 from prefrun.objectives import get_objective
 
-trl_dpo = pytest.importorskip("trl.trainer.dpo_trainer")
-trl_kto = pytest.importorskip("trl.trainer.kto_trainer")
-trl_cpo = pytest.importorskip("trl.experimental.cpo.cpo_trainer")
-trl_orpo = pytest.importorskip("trl.experimental.orpo.orpo_trainer")
+# trl is pinned (constraints.txt): a moved module must fail, never skip
+trl_dpo = importlib.import_module("trl.trainer.dpo_trainer")
+trl_kto = importlib.import_module("trl.trainer.kto_trainer")
+trl_cpo = importlib.import_module("trl.experimental.cpo.cpo_trainer")
+trl_orpo = importlib.import_module("trl.experimental.orpo.orpo_trainer")
 
 CPU = torch.device("cpu")
 ACCELERATOR = SimpleNamespace(device=CPU, gather_for_metrics=lambda x: x, gather=lambda x: x)

@@ -23,8 +23,6 @@ from prefrun.trainers.density_ratio import (
     with_udm_weights,
 )
 
-pytest.importorskip("sklearn")
-
 
 def clouds(n_des: int, n_und: int, shift: float, dim: int = 2, seed: int = 0):
     rng = np.random.default_rng(seed)
