@@ -17,6 +17,20 @@ ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures"
 
 
+def smoke(tmp_path: Path) -> list[str]:
+    """Two training steps on short sequences, no evaluation or logging, everything under ``tmp_path``."""
+    return [
+        "logger=none",
+        "eval=none",
+        "train.steps=2",
+        "train.batch_size=2",
+        "train.max_prompt_len=64",
+        "train.max_response_len=64",
+        f"paths.output_dir={tmp_path}/out",
+        f"paths.cache_dir={tmp_path}/c",
+    ]
+
+
 def compose_and_run(overrides: list[str], run_dir: Path) -> dict:
     """Compose the config the CLI would for ``overrides`` and run it in-process into ``run_dir``."""
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
@@ -66,14 +80,7 @@ def test_dataset_preset_trains_on_the_tiny_model(tmp_path, case):
         f"dataset={preset}",
         f"dataset.path={FIXTURES / fixture}",
         f"objective={objective}",
-        "logger=none",
-        "eval=none",
-        "train.steps=2",
-        "train.batch_size=2",
-        "train.max_prompt_len=64",
-        "train.max_response_len=64",
-        f"paths.output_dir={tmp_path}/out",
-        f"paths.cache_dir={tmp_path}/c",
+        *smoke(tmp_path),
         *extra,
     ]
     results = compose_and_run(overrides, tmp_path / "run")
@@ -146,14 +153,7 @@ def test_joint_preferences_in_doves_format_train_jpo_end_to_end(tmp_path):
         "dataset.fields.prompt_rejected=i_reject",
         "dataset.fields.rejected=r_reject",
         "objective=jpo",
-        "logger=none",
-        "eval=none",
-        "train.steps=2",
-        "train.batch_size=2",
-        "train.max_prompt_len=64",
-        "train.max_response_len=64",
-        f"paths.output_dir={tmp_path}/out",
-        f"paths.cache_dir={tmp_path}/c",
+        *smoke(tmp_path),
     ]
     results = compose_and_run(overrides, tmp_path / "run")
     assert results["training"]["examples"] == 6 and results["training"]["shared_prompt"] is False

@@ -49,6 +49,16 @@ def _trainer(model_dir, tmp_path, name: str, records: list[dict], steps: int = 3
     )
 
 
+def _step_losses(model_dir, tmp_path, records: list[dict]) -> dict[str, list[float]]:
+    """The logged loss of each of 3 training steps, for dpo and for jpo from the same start on the same data."""
+    losses = {}
+    for name in ("dpo", "jpo"):
+        trainer = _trainer(model_dir, tmp_path, name, records)
+        trainer.train()
+        losses[name] = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    return losses
+
+
 def _direct_joint_logp(model, ids: list[int]) -> float:
     """Σ_{t ≥ 1} log p(ids[t] | ids[:t]) from the model's logits: every token but the first (BOS) is scored."""
     with torch.no_grad():
@@ -82,12 +92,7 @@ def test_joint_logps_score_each_responses_own_prompt_and_response(micro_model_di
 
 def test_jpo_with_one_shared_prompt_trains_step_for_step_like_dpo(micro_model_dir, tmp_path):
     """log π(x) is the same in both joint log-probs, so it cancels from the margin, the loss and the gradient."""
-    records = _records(8, joint=False)
-    losses = {}
-    for name in ("dpo", "jpo"):
-        trainer = _trainer(micro_model_dir, tmp_path, name, records)
-        trainer.train()
-        losses[name] = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    losses = _step_losses(micro_model_dir, tmp_path, _records(8, joint=False))
     assert len(losses["dpo"]) == 3
     assert losses["dpo"][0] != losses["dpo"][-1]  # the policy moved, so the comparison means something
     print(f"jpo vs dpo on one prompt: max |loss diff| {max(abs(a - b) for a, b in zip(*losses.values())):.1e}")
@@ -96,10 +101,5 @@ def test_jpo_with_one_shared_prompt_trains_step_for_step_like_dpo(micro_model_di
 
 def test_jpo_on_joint_pairs_differs_from_dpo_on_the_same_pairs(micro_model_dir, tmp_path):
     """With different prompts log π(x_w) − log π(x_l) no longer cancels: the objectives part ways."""
-    records = _records(8, joint=True)
-    losses = {}
-    for name in ("dpo", "jpo"):
-        trainer = _trainer(micro_model_dir, tmp_path, name, records)
-        trainer.train()
-        losses[name] = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    losses = _step_losses(micro_model_dir, tmp_path, _records(8, joint=True))
     assert abs(losses["jpo"][-1] - losses["dpo"][-1]) > 1e-3
