@@ -20,6 +20,23 @@ MICRO = {
 }
 
 
+# CLI overrides of a fast run on a micro model (2-layer, 32-wide), shared by the multi-process and resume tests.
+# lr 1e-3 is large enough that the loss curve moves: a flat curve would match trivially.
+MICRO_RUN = [
+    "logger=none",
+    "train.batch_size=8",
+    "train.lr=1e-3",
+    "train.logging_steps=1",
+    "sft.steps=20",
+    "dataset.train_prompts=64",
+    "dataset.sft_records=256",
+    "eval.prompts=16",
+    "model.hidden_size=32",
+    "model.intermediate_size=64",
+    "model.num_heads=2",
+]
+
+
 @pytest.fixture(scope="session")
 def micro_model_dir(tmp_path_factory):
     """A 2-layer, 32-wide Llama with the sort task's tokenizer, for fast trainer tests."""

@@ -17,21 +17,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import MICRO_RUN
 
-MICRO = [
-    "logger=none",
-    "train.steps=6",
-    "train.batch_size=8",
-    "train.lr=1e-3",  # large enough that the curve moves: a flat curve would match trivially
-    "train.logging_steps=1",
-    "sft.steps=20",
-    "dataset.train_prompts=64",
-    "dataset.sft_records=256",
-    "eval.prompts=16",
-    "model.hidden_size=32",
-    "model.intermediate_size=64",
-    "model.num_heads=2",
-]
+MICRO = [*MICRO_RUN, "train.steps=6"]
 DDP = ["hardware=ddp", "hardware.accelerator=cpu", "hardware.num_processes=2"]
 LOSS_TOL = 1e-4
 
@@ -107,6 +95,7 @@ def test_rank0_alone_writes_and_reference_log_probs_are_computed_once(runs):
     training = json.loads(results.read_text())["training"]
     # Rank 0 found an empty cache, computed and stored; rank 1 waited and loaded (nothing else was stored).
     assert training["reference_cache"] == {"hits": 0, "misses": 1}
+    assert training["world_size"] == 2
     assert len(list((runs["ddp"] / "cache" / "reference").glob("ref-*.json"))) == 1
 
 
@@ -156,7 +145,10 @@ def test_srun_ranks_are_used_instead_of_launching(tmp_path, runs):
     for p, (_, stderr) in zip(procs, outs):
         assert p.returncode == 0, stderr[-3000:]
     assert "torch.distributed.run" not in outs[0][1]  # nothing was launched
+    assert [out.count("run directory:") for out, _ in outs] == [1, 0]  # rank 0 alone reports
     ddp_rows = step_rows(only(tmp_path / "out", "metrics.jsonl"))
     single_rows = step_rows(only(runs["single"] / "out", "metrics.jsonl"))
+    assert [r["step"] for r in ddp_rows] == [r["step"] for r in single_rows] == list(range(1, 7))
     assert max(abs(a["loss"] - b["loss"]) for a, b in zip(ddp_rows, single_rows)) < LOSS_TOL
-    only(tmp_path / "out", "results.json")
+    training = json.loads(only(tmp_path / "out", "results.json").read_text())["training"]
+    assert training["world_size"] == 2  # the two processes formed one group, not two one-process runs

@@ -157,5 +157,5 @@ def test_joint_preferences_in_doves_format_train_jpo_end_to_end(tmp_path):
     ]
     results = compose_and_run(overrides, tmp_path / "run")
     assert results["training"]["examples"] == 6 and results["training"]["shared_prompt"] is False
-    with pytest.raises(ValueError, match="train.shared_prompt=on cannot pack objective jpo"):
+    with pytest.raises(ValueError, match="train.shared_prompt=on cannot pack: objective jpo scores the prompt tokens"):
         compose_and_run([*overrides, "train.shared_prompt=on", "run.overwrite=true"], tmp_path / "run2")

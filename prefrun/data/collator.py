@@ -52,26 +52,33 @@ class ListCollator:
                 masks.append([int(self.score_prompt)] * len(prompt) + [1] * len(resp))
                 index.append((b, k))
         width = max(map(len, rows))
-        k_max = max(len(ex["response_ids"]) for ex in examples)
         out: dict[str, torch.Tensor] = {
             "input_ids": torch.tensor([r + [self.pad_token_id] * (width - len(r)) for r in rows]),
             "attention_mask": torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows]),
             "completion_mask": torch.tensor([m + [0] * (width - len(m)) for m in masks]),
-            "list_index": torch.tensor(index),
-            "mask": torch.tensor(
-                [[k < len(ex["response_ids"]) for k in range(k_max)] for ex in examples], dtype=torch.bool
-            ),
         }
-        for name, dtype in LIST_FIELDS.items():
-            if name in examples[0] and examples[0][name] is not None:
-                pad = False if dtype is torch.bool else 0.0
-                out[name] = torch.tensor(
-                    [list(ex[name]) + [pad] * (k_max - len(ex[name])) for ex in examples], dtype=dtype
-                )
-        for name, dtype in RECORD_FIELDS.items():
-            if name in examples[0] and examples[0][name] is not None:
-                out[name] = torch.tensor([ex[name] for ex in examples], dtype=dtype)
+        out.update(list_fields(examples, index))
         return out
+
+
+def list_fields(examples: list[dict[str, Any]], index: list[tuple[int, int]]) -> dict[str, torch.Tensor]:
+    """What every collator adds: ``list_index`` of each row, the [B, K_max] ``mask``, the per-list fields
+    padded to K_max and the per-record fields, for the records' extra fields present in the batch."""
+    k_max = max(len(ex["response_ids"]) for ex in examples)
+    out = {
+        "list_index": torch.tensor(index),
+        "mask": torch.tensor(
+            [[k < len(ex["response_ids"]) for k in range(k_max)] for ex in examples], dtype=torch.bool
+        ),
+    }
+    for name, dtype in LIST_FIELDS.items():
+        if name in examples[0] and examples[0][name] is not None:
+            pad = False if dtype is torch.bool else 0.0
+            out[name] = torch.tensor([list(ex[name]) + [pad] * (k_max - len(ex[name])) for ex in examples], dtype=dtype)
+    for name, dtype in RECORD_FIELDS.items():
+        if name in examples[0] and examples[0][name] is not None:
+            out[name] = torch.tensor([ex[name] for ex in examples], dtype=dtype)
+    return out
 
 
 def to_lists(values: torch.Tensor, list_index: torch.Tensor, batch_size: int, k_max: int) -> torch.Tensor:

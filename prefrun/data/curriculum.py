@@ -39,12 +39,12 @@ def gap_buckets(records: list[Record]) -> list[list[Record]]:
     return buckets
 
 
-def curriculum_stages(records: list[Record], stages: int, seed: int) -> list[list[Record]]:
-    """``stages`` pair sets, easiest first, each shuffled within itself with ``seed``."""
+def curriculum_stages(records: list[Record], stages: int | None, seed: int) -> list[list[Record]]:
+    """``stages`` pair sets (None: one per gap bucket), easiest first, each shuffled within itself with ``seed``."""
     buckets = gap_buckets(records)
     if not buckets:
         return []
-    stages = min(stages, len(buckets))
+    stages = len(buckets) if stages is None else min(stages, len(buckets))
     # Consecutive buckets per stage, as even as possible: 7 buckets in 3 stages -> 3, 2, 2.
     sizes = [len(buckets) // stages + (i < len(buckets) % stages) for i in range(stages)]
     rng = random.Random(seed)

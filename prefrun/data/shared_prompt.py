@@ -38,13 +38,14 @@ N = ΣK responses in ListCollator's row order (``list_index``), the contract of
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from prefrun.data.collator import LIST_FIELDS, RECORD_FIELDS
+from prefrun.data.collator import list_fields
+from prefrun.errors import PrefrunError
 
 IGNORE = -100
 
@@ -107,7 +108,6 @@ class SharedPromptCollator:
         segments = pad(4, -1)
         valid = torch.tensor([[1] * len(p[0]) + [0] * (width - len(p[0])) for p in packed])
         labels = pad(2, IGNORE)
-        k_max = max(len(ex["response_ids"]) for ex in examples)
         out: dict[str, torch.Tensor] = {
             "input_ids": pad(0, self.pad_token_id),
             "attention_mask": shared_attention_mask(segments, valid.bool(), self.mask_dtype),
@@ -124,20 +124,8 @@ class SharedPromptCollator:
                     for ex in examples
                 )
             ),
-            "list_index": torch.tensor(index),
-            "mask": torch.tensor(
-                [[k < len(ex["response_ids"]) for k in range(k_max)] for ex in examples], dtype=torch.bool
-            ),
         }
-        for name, dtype in LIST_FIELDS.items():
-            if name in examples[0] and examples[0][name] is not None:
-                fill = False if dtype is torch.bool else 0.0
-                out[name] = torch.tensor(
-                    [list(ex[name]) + [fill] * (k_max - len(ex[name])) for ex in examples], dtype=dtype
-                )
-        for name, dtype in RECORD_FIELDS.items():
-            if name in examples[0] and examples[0][name] is not None:
-                out[name] = torch.tensor([ex[name] for ex in examples], dtype=dtype)
+        out.update(list_fields(examples, index))
         return out
 
 
@@ -190,18 +178,39 @@ def tokens_per_record(prompt_len: int, response_lens: Iterable[int]) -> tuple[in
     return unshared, shared
 
 
-def use_shared_prompt(mode: str | bool, dataset: Any, min_saving: float = 1.25, sample: int = 256) -> bool:
-    """Resolve ``train.shared_prompt`` (auto | on | off) for a tokenized dataset.
+def packing_blocker(spec: Any, columns: Sequence[str]) -> str | None:
+    """Why an objective's data cannot be packed (None if it can): packing shares one prompt per list and
+    reads all responses in one row, so per-response prompts, scored prompts (``spec.joint``) and KTO's
+    mismatched-completion slot, which is forwarded apart, all need one row per response."""
+    if spec is not None and spec.joint:
+        return f"objective {spec.name} scores the prompt tokens"
+    if "response_prompt_ids" in columns:
+        return "the data gives each response its own prompt"
+    if spec is not None and "kl_logratios" in spec.inputs:
+        return f"objective {spec.name} forwards its mismatched completions apart"
+    return None
+
+
+def use_shared_prompt(
+    mode: str | bool, dataset: Any, spec: Any = None, min_saving: float = 1.25, sample: int = 256
+) -> bool:
+    """Resolve ``train.shared_prompt`` (auto | on | off) for a tokenized dataset and an objective ``spec``.
 
     ``auto`` packs when it cuts the tokens through the model by at least ``min_saving``× on the first
-    ``sample`` records (long prompts relative to responses, K ≥ 2).
+    ``sample`` records (long prompts relative to responses, K ≥ 2) and nothing blocks packing
+    (``packing_blocker``); ``on`` where something does is an error.
     """
-    if mode in (True, "on", "true"):
-        return True
+    if mode not in (True, False, None, "on", "true", "off", "false", "auto"):
+        raise ValueError(f"train.shared_prompt must be auto, on or off, not {mode!r}")
     if mode in (False, "off", "false", None):
         return False
-    if mode != "auto":
-        raise ValueError(f"train.shared_prompt must be auto, on or off, not {mode!r}")
+    blocker = packing_blocker(spec, getattr(dataset, "column_names", ()))
+    if blocker:
+        if mode != "auto":
+            raise PrefrunError(f"train.shared_prompt=on cannot pack: {blocker}; set train.shared_prompt=off or auto")
+        return False
+    if mode in (True, "on", "true"):
+        return True
     n = min(len(dataset), sample)
     rows = dataset.select(range(n)) if hasattr(dataset, "select") else dataset[:n]
     unshared = shared = 0

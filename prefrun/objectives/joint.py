@@ -7,9 +7,7 @@ joint log-probs ℓ(x, y) = log π(x) + log π(y | x), each sequence starting at
 
 from __future__ import annotations
 
-import torch.nn.functional as F
-
-from prefrun.objectives.common import core_metrics, log_ratios
+from prefrun.objectives.pairwise import dpo
 from prefrun.objectives.registry import ObjectiveOutput, register
 
 
@@ -24,6 +22,4 @@ def jpo(policy_logps, ref_logps, scores, mask, lengths, *, beta: float = 0.1) ->
     prompt for both responses, log π(x) cancels and it equals DPO. Log-ratios are summed, so a longer
     prompt weighs more in the margin (a length effect the paper flags). β = 0.1 as in the reference code.
     """
-    rho_w, rho_l = log_ratios(policy_logps, ref_logps, scores, mask)
-    loss = -F.logsigmoid(beta * (rho_w - rho_l)).mean()
-    return ObjectiveOutput(loss, core_metrics(policy_logps, ref_logps, scores, mask, lengths, beta))
+    return dpo(policy_logps, ref_logps, scores, mask, lengths, beta=beta)  # the loss is DPO's; the inputs differ

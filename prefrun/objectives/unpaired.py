@@ -21,6 +21,11 @@ def _flat(t: torch.Tensor) -> torch.Tensor:
     return t.reshape(t.shape[0])
 
 
+def _mean_over(values: torch.Tensor, selected: torch.Tensor) -> float:
+    """The mean of the selected values; NaN when none is selected (a batch with no example of a kind)."""
+    return values[selected].mean().item() if bool(selected.any()) else float("nan")
+
+
 def _unpaired_metrics(
     policy_logps: torch.Tensor,
     ref_logps: torch.Tensor,
@@ -41,19 +46,16 @@ def _unpaired_metrics(
         r = beta * (lp - _flat(ref_logps))
         n = _flat(lengths).to(lp.dtype)
 
-        def mean_over(v: torch.Tensor, sel: torch.Tensor) -> float:
-            return v[sel].mean().item() if bool(sel.any()) else float("nan")
-
         des, und = real & good, real & ~good
         metrics.update(
             {
-                "rewards/chosen": mean_over(r, des),
-                "rewards/rejected": mean_over(r, und),
-                "logps/chosen": mean_over(lp, des),
-                "logps/rejected": mean_over(lp, und),
-                "lengths/chosen": mean_over(n, des),
-                "lengths/rejected": mean_over(n, und),
-                "rewards/accuracies": mean_over(((r - shift) > 0).eq(good).to(lp.dtype), real),
+                "rewards/chosen": _mean_over(r, des),
+                "rewards/rejected": _mean_over(r, und),
+                "logps/chosen": _mean_over(lp, des),
+                "logps/rejected": _mean_over(lp, und),
+                "lengths/chosen": _mean_over(n, des),
+                "lengths/rejected": _mean_over(n, und),
+                "rewards/accuracies": _mean_over(((r - shift) > 0).eq(good).to(lp.dtype), real),
             }
         )
         metrics["rewards/margins"] = metrics["rewards/chosen"] - metrics["rewards/rejected"]
@@ -171,6 +173,5 @@ def bco(
     metrics = _unpaired_metrics(policy_logps, ref_logps, scores, mask, lengths, labels, beta, delta)
     metrics["reward_shift"] = delta.item()
     if udm_weights is not None:
-        und = real & ~good
-        metrics["bco/udm_weight"] = weights[und].mean().item() if bool(und.any()) else float("nan")
+        metrics["bco/udm_weight"] = _mean_over(weights, real & ~good)
     return ObjectiveOutput(loss, metrics)

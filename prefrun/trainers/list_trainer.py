@@ -22,8 +22,8 @@ from trl import DPOTrainer
 from trl.models.utils import disable_gradient_checkpointing
 from trl.trainer.utils import use_adapter
 
-from prefrun.data.collator import ListCollator, to_lists
-from prefrun.data.shared_prompt import SharedPromptCollator, shared_prompt_inputs, sum_by_response
+from prefrun.data.collator import LIST_FIELDS, RECORD_FIELDS, ListCollator, to_lists
+from prefrun.data.shared_prompt import SharedPromptCollator, packing_blocker, shared_prompt_inputs, sum_by_response
 from prefrun.objectives import Objective
 
 OBJECTIVE_STATE = "objective_state.json"
@@ -63,8 +63,9 @@ class ListTrainer(DPOTrainer):
         # Reference log-probs are always precomputed from the initial policy (= the reference) before
         # training, so TRL never loads a second model; reference-free objectives skip them entirely.
         args.precompute_ref_log_probs = True
-        if shared_prompt and (objective.spec.joint or "response_prompt_ids" in train_dataset.column_names):
-            raise ValueError("joint log-probs and per-response prompts need train.shared_prompt=off")
+        blocker = packing_blocker(objective.spec, train_dataset.column_names)
+        if shared_prompt and blocker:
+            raise ValueError(f"shared-prompt packing is impossible here: {blocker}")
         pad = processing_class.pad_token_id
         collator = SharedPromptCollator(pad) if shared_prompt else ListCollator(pad, score_prompt=objective.spec.joint)
         super().__init__(
@@ -100,11 +101,8 @@ class ListTrainer(DPOTrainer):
                 "prompt_ids",
                 "response_ids",
                 "response_prompt_ids",
-                "scores",
-                "ref_logps",
-                "labels",
-                "p_chosen",
-                "udm_weights",
+                *LIST_FIELDS,
+                *RECORD_FIELDS,
             ]
 
     # --- reference log-probs --------------------------------------------------------------------------
@@ -199,14 +197,12 @@ class ListTrainer(DPOTrainer):
     # --- extra inputs of objectives -------------------------------------------------------------------
     def _split_kl_slot(self, model: Any, inputs: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], Any]:
         """Separate the mismatched-completion rows; their policy−reference log-ratios, without gradient."""
-        if "label_owner" in inputs:
-            raise ValueError("objectives with kl_logratios need train.shared_prompt=off")
         k = inputs["mask"].shape[1]
         is_kl = inputs["list_index"][:, 1] == k - 1
         rows = ("input_ids", "attention_mask", "completion_mask", "list_index")
         main = {**inputs, **{n: inputs[n][~is_kl] for n in rows}}
         kl = {n: inputs[n][is_kl] for n in rows}
-        for name in ("mask", "scores", "ref_logps", "labels", "baseline_logps"):
+        for name in ("mask", *LIST_FIELDS):  # every per-list field loses the extra slot
             if name in inputs:
                 main[name] = inputs[name][:, : k - 1]
         with torch.no_grad():

@@ -13,7 +13,6 @@ from omegaconf import DictConfig, OmegaConf
 
 from prefrun.data.records import Record
 from prefrun.data.tokenize import tokenize_record
-from prefrun.errors import PrefrunError
 from prefrun.launch import is_main_process, preemption_callback, rank0_first, resume_checkpoint
 from prefrun.objectives import Objective
 from prefrun.results.metrics_log import MetricsFile, MetricsFileCallback
@@ -159,18 +158,7 @@ def train_preference(
     policy, tokenizer = load_model_and_tokenizer(reference_path, cfg.model, device)
     joint = objective.spec.joint
     dataset = tokenized_dataset(records, tokenizer, cfg, joint=joint)
-    # KTO's mismatched-completion rows are read apart from the packed ones, and joint log-probs or
-    # per-response prompts share no prompt: auto leaves them unpacked.
-    mode = cfg.train.shared_prompt
-    unpackable = joint or "response_prompt_ids" in dataset.column_names
-    if mode == "auto" and ("kl_logratios" in objective.spec.inputs or unpackable):
-        mode = "off"
-    if unpackable and mode in (True, "on", "true"):
-        raise PrefrunError(
-            f"train.shared_prompt=on cannot pack objective {objective.name} (joint log-probs or per-response "
-            "prompts); set train.shared_prompt=off or auto"
-        )
-    shared_prompt = use_shared_prompt(mode, dataset)
+    shared_prompt = use_shared_prompt(cfg.train.shared_prompt, dataset, objective.spec)
     ref_cache = None
     if cfg.cache.reference in ("on", True) and objective.needs_reference:
         # The packing is part of the key: shared and unshared log-probs differ in the last float bits.
@@ -178,7 +166,9 @@ def train_preference(
             Path(cfg.paths.cache_dir) / "reference",
             model_fingerprint(reference_path, cfg.model.get("revision")),
             tokenizer_fingerprint(tokenizer),
-            f"{policy.dtype},shared_prompt={shared_prompt},joint={joint}",
+            str(policy.dtype),
+            shared_prompt=shared_prompt,
+            joint=joint,
         )
     main_process = is_main_process()  # issue 5: only rank 0 writes metrics.jsonl and W&B
     report_to = init_wandb(cfg, run_dir) if main_process else []
@@ -225,6 +215,7 @@ def train_preference(
     # --------------------------------------------------------------------------------------------------------
     stats = {
         "examples": len(dataset),
+        "world_size": trainer.accelerator.num_processes,  # processes that trained together
         "shared_prompt": shared_prompt,
         "policy_forwards": trainer.policy_forwards,
         "reference_forwards": trainer.reference_forwards,

@@ -10,6 +10,7 @@ identical content.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -38,16 +39,25 @@ def stack_fingerprint() -> dict[str, str | None]:
 
 
 def model_fingerprint(path: str, revision: str | None = None) -> str:
-    """sha256 of a local model directory's weight files, or of a hub id + revision."""
-    h = hashlib.sha256()
+    """sha256 of a local model directory's weight files, or of a hub id + revision.
+
+    Hashing a 7B model reads ~15 GB, and a run asks for the fingerprint several times (SFT key, reference
+    cache, curriculum stages): it is hashed once per process for as long as the files' names, sizes and
+    modification times stay the same.
+    """
     local = Path(path)
-    if local.is_dir():
-        files = sorted(p for p in local.iterdir() if p.suffix in {".safetensors", ".bin"} or p.name == "config.json")
-        for p in files:
-            h.update(p.name.encode())
-            _hash_file(h, p)
-    else:
-        h.update(f"{path}@{revision}".encode())
+    if not local.is_dir():
+        return hashlib.sha256(f"{path}@{revision}".encode()).hexdigest()
+    files = sorted(p for p in local.iterdir() if p.suffix in {".safetensors", ".bin"} or p.name == "config.json")
+    return _hash_weight_files(tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files))
+
+
+@functools.lru_cache(maxsize=64)
+def _hash_weight_files(files: tuple[tuple[str, int, int], ...]) -> str:
+    h = hashlib.sha256()
+    for name, _, _ in files:
+        h.update(Path(name).name.encode())
+        _hash_file(h, Path(name))
     return h.hexdigest()
 
 
@@ -75,9 +85,18 @@ def dataset_fingerprint(dataset: Any) -> str:
 class ReferenceCache:
     """``load(dataset)`` → list of K floats per record, or None; ``store(dataset, values)``."""
 
-    def __init__(self, cache_dir: str | os.PathLike, model_key: str, tokenizer_key: str, dtype: str):
+    def __init__(
+        self, cache_dir: str | os.PathLike, model_key: str, tokenizer_key: str, dtype: str, **settings: object
+    ):
+        """``settings``: anything else the numbers depend on (packing, joint scoring), part of the key."""
         self.dir = Path(cache_dir)
-        self.base_key = {"model": model_key, "tokenizer": tokenizer_key, "dtype": dtype, "stack": stack_fingerprint()}
+        self.base_key = {
+            "model": model_key,
+            "tokenizer": tokenizer_key,
+            "dtype": dtype,
+            "stack": stack_fingerprint(),
+            **settings,
+        }
         self.hits = 0
         self.misses = 0
 

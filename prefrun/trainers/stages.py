@@ -33,7 +33,7 @@ def train_curriculum(
     if n_stages < 1:
         raise PrefrunError(f"curriculum.stages={n_stages} must be ≥ 1")
     if n_stages == 1:
-        buckets = curriculum_stages(records, stages=len(records[0]["responses"]), seed=cfg.seed)
+        buckets = curriculum_stages(records, stages=None, seed=cfg.seed)  # every bucket in order, easiest first
         sets = [[pair for bucket in buckets for pair in bucket]]
     else:
         sets = curriculum_stages(records, stages=n_stages, seed=cfg.seed)

@@ -37,3 +37,9 @@ def test_fewer_stages_than_buckets_merge_neighbours():
     record = {"prompt": "p", "responses": list("abcdefgh"), "scores": [8, 7, 6, 5, 4, 3, 2, 1]}
     sizes = [len(s) for s in curriculum_stages([record], stages=3, seed=0)]
     assert sizes == [3, 2, 2]  # 7 buckets of one pair each
+
+
+def test_no_stage_count_gives_one_set_per_bucket_whatever_k_the_first_list_has():
+    pair = {"prompt": "p", "responses": ["a", "b"], "scores": [2.0, 1.0]}
+    sets = curriculum_stages([pair, *lists(2)], stages=None, seed=0)
+    assert len(sets) == len(gap_buckets([pair, *lists(2)])) == 3  # K = 2 first, K = 4 later: 3 gap buckets

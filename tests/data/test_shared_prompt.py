@@ -140,3 +140,22 @@ def test_through_peft_wrapper(micro_model):
         want, _ = _unshared_logps(model, ListCollator(pad_token_id=pad)(records))
         got, _ = shared_prompt_logps(model, SharedPromptCollator(pad_token_id=pad)(records))
     torch.testing.assert_close(got, want, atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("name", ["kto", "jpo"])
+def test_objectives_that_need_a_row_per_response_are_never_packed(name):
+    from prefrun.objectives import get_spec
+
+    long_prompts = Dataset.from_list([{"prompt_ids": [1] * 64, "response_ids": [[2] * 8] * 4}] * 3)
+    assert use_shared_prompt("auto", long_prompts) and not use_shared_prompt("auto", long_prompts, get_spec(name))
+    with pytest.raises(ValueError, match=f"cannot pack: objective {name} "):
+        use_shared_prompt("on", long_prompts, get_spec(name))
+
+
+def test_per_response_prompts_are_never_packed():
+    joint = Dataset.from_list(
+        [{"prompt_ids": [1] * 64, "response_ids": [[2] * 8] * 2, "response_prompt_ids": [[1] * 64, [3] * 64]}] * 3
+    )
+    assert not use_shared_prompt("auto", joint)
+    with pytest.raises(ValueError, match="each response its own prompt"):
+        use_shared_prompt("on", joint)

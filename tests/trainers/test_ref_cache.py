@@ -173,3 +173,16 @@ def test_concurrent_writers_of_one_entry_never_expose_a_partial_file(tmp_path):
     assert cache.load(dataset) == expected
     assert reads > 0
     assert [p.name for p in tmp_path.iterdir()] == [cache.path_for(dataset).name]  # no temporary files left
+
+
+def test_model_fingerprint_hashes_the_weights_once_until_a_file_changes(tmp_path, monkeypatch):
+    from prefrun.trainers import ref_cache
+
+    (tmp_path / "model.safetensors").write_bytes(b"weights")
+    reads = []
+    hash_file = ref_cache._hash_file
+    monkeypatch.setattr(ref_cache, "_hash_file", lambda h, p: (reads.append(p.name), hash_file(h, p)))
+    first = ref_cache.model_fingerprint(str(tmp_path))
+    assert ref_cache.model_fingerprint(str(tmp_path)) == first and reads == ["model.safetensors"]
+    (tmp_path / "model.safetensors").write_bytes(b"other weights")  # another size: the files changed
+    assert ref_cache.model_fingerprint(str(tmp_path)) != first and len(reads) == 2
