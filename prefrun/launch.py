@@ -436,7 +436,8 @@ class _Preemption:
 
     The flag is all-reduced each step, so a signal that reaches one rank stops all of them at the same
     step (no rank is left waiting in a collective). Running statistics of objectives (BCO's reward
-    shift) are the trainer's to save with the checkpoint (ListTrainer's objective_state.json).
+    shift) are the trainer's to save with the checkpoint (ListTrainer's RunningRewardMean callback, kept in
+    trainer_state.json).
     Made a TrainerCallback by ``preemption_callback`` (transformers is imported only then).
     """
 

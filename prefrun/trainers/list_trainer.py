@@ -10,14 +10,14 @@ The trainer never asks an objective's name; it reads the spec (reference or not,
 from __future__ import annotations
 
 import contextlib
-import json
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import torch
 from datasets import Dataset
 from torch.utils.data import DataLoader
+from transformers import TrainerCallback
+from transformers.trainer_callback import ExportableState
 from trl import DPOTrainer
 from trl.models.utils import disable_gradient_checkpointing
 from trl.trainer.utils import use_adapter
@@ -25,8 +25,6 @@ from trl.trainer.utils import use_adapter
 from prefrun.data.collator import LIST_FIELDS, RECORD_FIELDS, ListCollator, to_lists
 from prefrun.data.shared_prompt import SharedPromptCollator, packing_blocker, shared_prompt_inputs, sum_by_response
 from prefrun.objectives import Objective
-
-OBJECTIVE_STATE = "objective_state.json"
 
 try:
     from peft import PeftModel
@@ -59,7 +57,6 @@ class ListTrainer(DPOTrainer):
         self.ref_cache = ref_cache
         self.policy_forwards = 0  # counted for the one-pass-per-list guarantee (tests read it)
         self.reference_forwards = 0
-        self.objective_state: dict[str, float] = {"reward_sum": 0.0, "reward_count": 0}  # BCO's running δ
         # Reference log-probs are always precomputed from the initial policy (= the reference) before
         # training, so TRL never loads a second model; reference-free objectives skip them entirely.
         args.precompute_ref_log_probs = True
@@ -76,6 +73,9 @@ class ListTrainer(DPOTrainer):
             data_collator=collator,
             **kwargs,
         )
+        if "reward_shift" in objective.spec.inputs:
+            self.add_callback(RunningRewardMean())
+            self.args.restore_callback_states_from_checkpoint = True
 
     # --- data ---------------------------------------------------------------------------------------
     def _prepare_dataset(self, dataset: Dataset, processing_class: Any, args: Any, dataset_name: str) -> Dataset:
@@ -212,32 +212,33 @@ class ListTrainer(DPOTrainer):
 
     def _running_reward_mean(self, policy_logps, ref_logps, mask, update: bool) -> torch.Tensor:
         """BCO's δ: the running mean of every implicit reward β·ρ seen in training (gathered across ranks)."""
+        # Looked up each time: a resume replaces the callback with one restored from the checkpoint.
+        running = next(cb for cb in self.callback_handler.callbacks if isinstance(cb, RunningRewardMean))
         if update:
             beta = float(self.objective.hparams.get("beta", 1.0))
-            rewards = self.accelerator.gather((beta * (policy_logps - ref_logps))[mask].detach())
-            self.objective_state["reward_sum"] += rewards.sum().item()
-            self.objective_state["reward_count"] += rewards.numel()
-        state = self.objective_state
-        mean = state["reward_sum"] / state["reward_count"] if state["reward_count"] else 0.0
-        return torch.tensor(mean, device=policy_logps.device)
+            running.add(self.accelerator.gather((beta * (policy_logps - ref_logps))[mask].detach()))
+        return torch.tensor(running.mean, device=policy_logps.device)
 
-    # --- state objectives keep, saved with checkpoints ----------------------------------------------------
-    def _save_checkpoint(self, model: Any, trial: Any) -> None:
-        # Written before the Trainer's files, so a checkpoint whose trainer_state.json exists (the mark of
-        # a complete one) always holds the objective's state too.
-        if self.args.should_save:
-            from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-            ckpt = Path(self.args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
-            ckpt.mkdir(parents=True, exist_ok=True)
-            (ckpt / OBJECTIVE_STATE).write_text(json.dumps(self.objective_state))
-        super()._save_checkpoint(model, trial)
+class RunningRewardMean(TrainerCallback, ExportableState):
+    """BCO's δ: the running mean of every implicit reward seen in training. As an ExportableState callback it
+    is saved in each checkpoint's trainer_state.json and restored on resume by transformers itself, whatever
+    the engine (its ``_load_from_checkpoint`` is skipped under DeepSpeed)."""
 
-    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: Any = None) -> None:
-        super()._load_from_checkpoint(resume_from_checkpoint, model)
-        path = Path(resume_from_checkpoint) / OBJECTIVE_STATE
-        if path.exists():
-            self.objective_state.update(json.loads(path.read_text()))
+    def __init__(self, reward_sum: float = 0.0, reward_count: int = 0):
+        self.reward_sum = reward_sum
+        self.reward_count = reward_count
+
+    def add(self, rewards: torch.Tensor) -> None:
+        self.reward_sum += rewards.sum().item()
+        self.reward_count += rewards.numel()
+
+    @property
+    def mean(self) -> float:
+        return self.reward_sum / self.reward_count if self.reward_count else 0.0
+
+    def state(self) -> dict:
+        return {"args": {"reward_sum": self.reward_sum, "reward_count": self.reward_count}, "attributes": {}}
 
 
 def with_mismatched_completion(dataset: Dataset, batch_size: int) -> Dataset:

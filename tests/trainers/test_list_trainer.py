@@ -217,3 +217,39 @@ def test_lists_of_different_lengths_train_in_one_batch(micro_model_dir, tmp_path
     after = _batch_loss(trainer)
     assert torch.isfinite(torch.tensor(after))
     assert after < before
+
+
+def _unpaired(records: list[dict]) -> list[dict]:
+    """Each pair as two unpaired examples: the better response desirable, the worse undesirable."""
+    out = []
+    for r in records:
+        best = max(range(2), key=lambda i: r["scores"][i])
+        out.append({**r, "responses": [r["responses"][best]], "scores": [1.0], "labels": [True]})
+        out.append({**r, "responses": [r["responses"][1 - best]], "scores": [0.0], "labels": [False]})
+    return out
+
+
+def test_bcos_running_reward_mean_is_restored_on_resume(micro_model_dir, tmp_path, tokenizer):
+    """δ after a resume from step 2 continues the running mean: steps 3–4 log what an uninterrupted run logs."""
+    from transformers import AutoModelForCausalLM
+
+    dataset = _dataset(_unpaired(_records(8, 2)), tokenizer)
+
+    def shifts(out: str, steps: int, resume: str | None = None) -> list[float]:
+        args = cpu_dpo_config(tmp_path / out, BATCH, steps, 1e-3, save_strategy="steps", save_steps=2)
+        trainer = ListTrainer(
+            model=AutoModelForCausalLM.from_pretrained(micro_model_dir),
+            objective=get_objective("bco", beta=1.0),
+            args=args,
+            train_dataset=dataset,
+            processing_class=tokenizer,
+        )
+        trainer.train(resume_from_checkpoint=resume)
+        return [h["reward_shift"] for h in trainer.state.log_history if "reward_shift" in h]
+
+    full = shifts("full", 4)
+    shifts("stopped", 2)
+    resumed = shifts("stopped", 4, resume=str(tmp_path / "stopped" / "checkpoint-2"))
+    assert len(full) == len(resumed) == 4  # the resumed history holds steps 1–2 from the checkpoint, 3–4 anew
+    assert abs(full[2] - full[1]) > 1e-6  # δ moves, so a restart from 0 would show
+    assert resumed == pytest.approx(full, abs=1e-6)
