@@ -39,20 +39,15 @@ if not OmegaConf.has_resolver("prefrun.overrides"):
 def _main(cfg) -> float | None:  # noqa: ANN001 - Hydra passes a DictConfig
     from hydra.core.hydra_config import HydraConfig
 
-    from prefrun.errors import PrefrunError
-
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
-    try:
+    try:  # a PrefrunError is reported by with_launcher, which wraps this function
         from prefrun.run import run, summary_table
 
         results = run(cfg, run_dir, overrides=list(hydra_cfg.overrides.task))
         print(summary_table(results))
         metric = cfg.get("optimized_metric")  # what a sweeper (sweep=optuna) maximises
         return results["eval"].get(metric) if metric else None
-    except PrefrunError as e:
-        print(f"prefrun: error: {e}", file=sys.stderr)
-        sys.exit(2)
     except OmegaConfBaseException as e:  # a bad or missing config value, found when resolving
         print(
             f"prefrun: error: config: {str(e).splitlines()[0]} ({getattr(e, 'full_key', '')}); "

@@ -223,15 +223,13 @@ def run(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None) -> d
 
     t = time.time()
     if curriculum:
-        from prefrun.models.loading import load_model_and_tokenizer
         from prefrun.trainers.stages import train_curriculum
 
         policy, tokenizer, train_stats = train_curriculum(
             cfg, objective, train_records, reference_path, run_dir, device
         )
-        reference = load_model_and_tokenizer(reference_path, cfg.model, device)[0].eval()
     else:
-        policy, reference, tokenizer, train_stats = train_preference(
+        policy, tokenizer, train_stats = train_preference(
             cfg, objective, train_records, reference_path, run_dir, device
         )
     if baseline_cache is not None:
@@ -242,7 +240,9 @@ def run(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None) -> d
     evaluation: dict[str, Any] = {}
     if cfg.eval.name == "oracle" and data.reward_fn is not None:
         from prefrun.evaluation.oracle import evaluate
+        from prefrun.models.loading import load_model_and_tokenizer
 
+        reference = load_model_and_tokenizer(reference_path, cfg.model, device)[0].eval()  # only the oracle reads it
         evaluation = evaluate(
             policy,
             reference,

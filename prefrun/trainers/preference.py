@@ -1,7 +1,7 @@
 """Preference training of one run: tokenized records → ListTrainer → trained policy.
 
 Builds TRL's DPOConfig from the run config (hardware, precision, batch, schedule), the reference
-log-prob cache, the metrics.jsonl and W&B logging, and returns the policy with its reference.
+log-prob cache, the metrics.jsonl and W&B logging, and returns the trained policy.
 """
 
 from __future__ import annotations
@@ -139,11 +139,10 @@ def train_preference(
     steps: int | None = None,
     sequential: bool = False,
     stage: str = "train",
-    load_reference: bool = True,
-) -> tuple[Any, Any, Any, dict[str, Any]]:
+) -> tuple[Any, Any, dict[str, Any]]:
     """Train ``objective`` from the model at ``reference_path``, which is also the reference.
 
-    Returns (policy, reference or None, tokenizer, stats). ``steps`` defaults to train.steps;
+    Returns (policy, tokenizer, stats). ``steps`` defaults to train.steps;
     ``sequential`` keeps the records' order (curricula); ``stage`` tags metrics.jsonl lines.
     """
     import torch
@@ -228,5 +227,4 @@ def train_preference(
     model = trainer.model
     if hasattr(model, "merge_and_unload"):
         model = model.merge_and_unload()
-    reference = load_model_and_tokenizer(reference_path, cfg.model, device)[0].eval() if load_reference else None
-    return model.eval(), reference, tokenizer, stats
+    return model.eval(), tokenizer, stats

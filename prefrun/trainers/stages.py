@@ -44,7 +44,7 @@ def train_curriculum(
     stats: dict[str, Any] = {"stages": []}
     for i, pairs in enumerate(sets, 1):
         stage = "train" if len(sets) == 1 else f"stage{i}"
-        policy, _, tokenizer, stage_stats = train_preference(
+        policy, tokenizer, stage_stats = train_preference(
             cfg,
             objective,
             pairs,
@@ -54,7 +54,6 @@ def train_curriculum(
             steps=steps,
             sequential=True,
             stage=stage,
-            load_reference=False,
         )
         stats["stages"].append({"stage": stage, "pairs": len(pairs), "steps": steps, **stage_stats})
         if i < len(sets):
