@@ -18,9 +18,8 @@ same number. The default embedding needs no extra model: the mean-pooled last hi
 reference model (the initial policy) over each prompt's tokens. ``udm.embedding_model`` may name another
 model (a local directory or a hub id) whose mean-pooled last hidden state embeds the decoded prompt text.
 
-Under data parallelism every rank computes the same weights (same model, data, seed and a deterministic
-fit); rank 0's are then broadcast, so the ranks agree to the last bit. A resumed run recomputes them,
-which gives the same weights (TRL saves the fitted classifier with checkpoints instead).
+Under data parallelism rank 0 alone embeds the prompts and fits the classifier; its weights are broadcast
+to the other ranks. A resumed run recomputes them, which gives the same weights (TRL saves the fitted classifier with checkpoints instead).
 """
 
 from __future__ import annotations
@@ -34,6 +33,7 @@ import numpy as np
 import torch
 
 from prefrun.errors import PrefrunError
+from prefrun.launch import is_main_process
 
 COLUMN = "udm_weights"  # per-list field [K] of each record (K = 1): 1 for desirable examples
 EPS = 1e-8  # TRL's p / (1 − p + 1e-8)
@@ -111,6 +111,18 @@ def density_ratios(classifier: Any, embeddings: np.ndarray, lo: float, hi: float
     return np.clip(p / (1.0 - p + EPS), lo, hi)
 
 
+def _both_classes(labels: Sequence[bool]) -> np.ndarray:
+    """The labels as a bool array; a one-line error unless both classes occur (nothing to classify)."""
+    labels = np.asarray(labels, dtype=bool).reshape(-1)
+    n_des, n_und = int(labels.sum()), int((~labels).sum())
+    if n_des == 0 or n_und == 0:
+        raise PrefrunError(
+            f"objective.udm.enabled=true needs desirable and undesirable examples, but the data has {n_des} "
+            f"desirable and {n_und} undesirable; use data with both labels or set objective.udm.enabled=false"
+        )
+    return labels
+
+
 def density_ratio_weights(
     labels: Sequence[bool],
     embed: Callable[[np.ndarray], np.ndarray],
@@ -123,13 +135,7 @@ def density_ratio_weights(
     for the sampled desirable examples and every undesirable one. Also returns what the fit gave: the
     classifier's accuracy on its training sample per class (as TRL logs) and the mean undesirable weight.
     """
-    labels = np.asarray(labels, dtype=bool).reshape(-1)
-    n_des, n_und = int(labels.sum()), int((~labels).sum())
-    if n_des == 0 or n_und == 0:
-        raise PrefrunError(
-            f"objective.udm.enabled=true needs desirable and undesirable examples, but the data has {n_des} "
-            f"desirable and {n_und} undesirable; use data with both labels or set objective.udm.enabled=false"
-        )
+    labels = _both_classes(labels)
     des_sample, und_sample = class_sample(labels, settings.prompt_sample_size, seed)
     undesirable = np.flatnonzero(~labels)
     rows = np.union1d(des_sample, undesirable)
@@ -240,7 +246,7 @@ def _external_embeddings(
 
 
 def _same_on_every_rank(weights: np.ndarray, device: Any) -> np.ndarray:
-    """Rank 0's weights on every rank (they already agree; this makes it exact)."""
+    """Rank 0's weights on every rank (only rank 0 computes them)."""
     import torch.distributed as dist
 
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
@@ -275,9 +281,11 @@ def with_udm_weights(
         )
     if "labels" not in dataset.column_names:
         raise PrefrunError("objective.udm.enabled=true needs unpaired data with desirable/undesirable labels")
-    labels = [bool(row[0]) for row in dataset["labels"]]
-    prompt_ids = dataset["prompt_ids"]
-    embed = _prompt_embedder(model, tokenizer, prompt_ids, settings, device, batch_size)
+    labels = _both_classes([bool(row[0]) for row in dataset["labels"]])  # checked on every rank, before the split
+    if not is_main_process():  # rank 0 embeds and fits; the others receive its weights
+        weights = _same_on_every_rank(np.ones(len(labels)), device)
+        return dataset.add_column(COLUMN, [[float(w)] for w in weights]), None
+    embed = _prompt_embedder(model, tokenizer, dataset["prompt_ids"], settings, device, batch_size)
     weights, info = density_ratio_weights(labels, embed, settings, seed)
     weights = _same_on_every_rank(weights, device)
     log.info(

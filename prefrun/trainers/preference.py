@@ -181,7 +181,7 @@ def train_preference(
         dataset = dataset.shuffle(seed=cfg.seed).flatten_indices()
         args.train_sampling_strategy = "sequential"
     # BCO's UDM: density-ratio weights of undesirable examples from the reference (= the untrained policy).
-    # Every rank computes them (a collective at the end), so outside rank0_first.
+    # Rank 0 computes them and broadcasts them (a collective every rank joins), so outside rank0_first.
     batch = args.precompute_ref_batch_size
     dataset, udm = with_udm_weights(
         dataset, policy, tokenizer, cfg.objective, objective, device=args.device, seed=cfg.seed, batch_size=batch
