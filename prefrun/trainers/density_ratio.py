@@ -19,7 +19,8 @@ reference model (the initial policy) over each prompt's tokens. ``udm.embedding_
 model (a local directory or a hub id) whose mean-pooled last hidden state embeds the decoded prompt text.
 
 Under data parallelism rank 0 alone embeds the prompts and fits the classifier; its weights are broadcast
-to the other ranks. A resumed run recomputes them, which gives the same weights (TRL saves the fitted classifier with checkpoints instead).
+to the other ranks. A resumed run recomputes them, which gives the same weights (TRL saves the fitted
+classifier with checkpoints instead).
 """
 
 from __future__ import annotations
