@@ -240,9 +240,9 @@ def run(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None) -> d
     evaluation: dict[str, Any] = {}
     if cfg.eval.name == "oracle" and data.reward_fn is not None:
         from prefrun.evaluation.oracle import evaluate
-        from prefrun.models.loading import load_model_and_tokenizer
+        from prefrun.models.loading import load_model
 
-        reference = load_model_and_tokenizer(reference_path, cfg.model, device)[0].eval()  # only the oracle reads it
+        reference = load_model(reference_path, cfg.model, device).eval()  # only the oracle reads it
         evaluation = evaluate(
             policy,
             reference,

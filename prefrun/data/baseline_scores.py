@@ -30,13 +30,14 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from prefrun.data.collator import ListCollator, to_lists
 from prefrun.data.records import Record
 from prefrun.data.tokenize import tokenize_record
 from prefrun.errors import PrefrunError
-from prefrun.models.loading import base_model_path, load_model_and_tokenizer
+from prefrun.models.loading import base_model_path, load_model, load_tokenizer, model_dtype
 from prefrun.trainers.ref_cache import ReferenceCache, model_fingerprint, tokenizer_fingerprint
 
-BATCH_SIZE = 8  # sequences (one response with its prompt) per forward
+BATCH_SIZE = 8  # records (K responses, each with its prompt) per forward
 
 
 def model_conf_dir() -> Path:
@@ -116,63 +117,42 @@ def resolve_baseline(entry: Any, index: int, words: list[str], cache_dir: str | 
     return Baseline(str(cfg.name), base_model_path(cfg, words, Path(cache_dir) / "models"), cfg)
 
 
-def _effective_dtype(model_cfg: Any, device: str) -> str:
-    """The dtype load_model_and_tokenizer gives the weights: the preset's, fp32 on CPU."""
-    return "float32" if device == "cpu" else str(model_cfg.get("dtype", "float32"))
-
-
 def _load_tokenizer(baseline: Baseline, where: str) -> Any:
-    """The tokenizer as load_model_and_tokenizer sets it up, without loading the weights (a cache hit needs none)."""
-    from transformers import AutoTokenizer
-
-    kwargs = {"revision": baseline.model_cfg.get("revision")} if not baseline.model_cfg.get("builtin") else {}
+    """The baseline's tokenizer (no weights: a cache hit needs none), a load failure as one line naming the entry."""
     try:
-        tokenizer = AutoTokenizer.from_pretrained(baseline.path, **kwargs)
+        return load_tokenizer(baseline.path, baseline.model_cfg)
     except (OSError, ValueError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise PrefrunError(f"{where} ({baseline.path}): cannot load its tokenizer: {first}") from None
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    if baseline.model_cfg.get("chat_template"):
-        tokenizer.chat_template = baseline.model_cfg.chat_template
-    return tokenizer
 
 
 def mean_response_logps(model: Any, rows: list[dict], device: Any, batch_size: int = BATCH_SIZE) -> list[list[float]]:
     """Per-token mean log-prob of every response of ``rows`` (tokenize_record output) under ``model``.
 
-    Sequences prompt + response, right-padded, longest first; fp32 log-softmax under no_grad. The first
+    Batches of ``batch_size`` records collated as in training (ListCollator: prompt + response rows, the
+    completion mask on response tokens), TRL's ``selective_log_softmax`` in fp32, under no_grad. The first
     token of a sequence has no prediction, so a prompt-less response is scored from its second token.
     """
     import torch
+    from trl.trainer.utils import selective_log_softmax
 
-    seqs = [
-        (i, k, list(row["prompt_ids"]) + list(resp), len(row["prompt_ids"]))
-        for i, row in enumerate(rows)
-        for k, resp in enumerate(row["response_ids"])
-    ]
-    seqs.sort(key=lambda s: -len(s[2]))
-    out = [[0.0] * len(row["response_ids"]) for row in rows]
+    collate = ListCollator(pad_token_id=0)  # padding is masked out; its id does not matter
+    out: list[list[float]] = []
     with torch.no_grad():
-        for start in range(0, len(seqs), batch_size):
-            chunk = seqs[start : start + batch_size]
-            width = len(chunk[0][2])
-            ids = torch.zeros(len(chunk), width, dtype=torch.long)
-            attention = torch.zeros(len(chunk), width, dtype=torch.long)
-            scored = torch.zeros(len(chunk), width - 1, dtype=torch.bool)  # position t predicts token t + 1
-            for r, (_, _, seq, prompt_len) in enumerate(chunk):
-                ids[r, : len(seq)] = torch.tensor(seq)
-                attention[r, : len(seq)] = 1
-                scored[r, max(prompt_len, 1) - 1 : len(seq) - 1] = True
-            ids, attention, scored = ids.to(device), attention.to(device), scored.to(device)
-            logits = model(input_ids=ids, attention_mask=attention, use_cache=False).logits[:, :-1].float()
-            token_logps = logits.gather(-1, ids[:, 1:, None]).squeeze(-1) - logits.logsumexp(-1)
-            sums = (token_logps * scored).sum(-1)
+        for start in range(0, len(rows), batch_size):
+            chunk = rows[start : start + batch_size]
+            batch = collate([{"prompt_ids": r["prompt_ids"], "response_ids": r["response_ids"]} for r in chunk])
+            ids = batch["input_ids"].to(device)
+            logits = model(input_ids=ids, attention_mask=batch["attention_mask"].to(device), use_cache=False).logits
+            token_logps = selective_log_softmax(logits[:, :-1].float(), ids[:, 1:])
+            scored = batch["completion_mask"][:, 1:].to(device)  # position t predicts token t + 1
             counts = scored.sum(-1)
-            for r, (i, k, _, _) in enumerate(chunk):
-                if counts[r] == 0:
-                    raise PrefrunError(f"record {i} response {k}: no token to score; raise train.max_response_len")
-                out[i][k] = (sums[r] / counts[r]).item()
+            if bool((counts == 0).any()):
+                i, k = batch["list_index"][int((counts == 0).nonzero()[0])].tolist()
+                raise PrefrunError(f"record {start + i} response {k}: no token to score; raise train.max_response_len")
+            means = ((token_logps * scored).sum(-1) / counts).cpu()
+            lists = to_lists(means, batch["list_index"], len(chunk), batch["mask"].shape[1])
+            out.extend(row[m].tolist() for row, m in zip(lists, batch["mask"]))
     return out
 
 
@@ -221,18 +201,21 @@ def score_records(
                 "give the entry a chat_template"
             )
         rows = [tokenize_record(r, tokenizer, max_prompt_len, max_response_len) for r in records]
-        dtype = _effective_dtype(baseline.model_cfg, device)
+        dtype = model_dtype(baseline.model_cfg, device)
         cache = ReferenceCache(
             Path(cache_dir) / "baselines",
             model_fingerprint(baseline.path, baseline.model_cfg.get("revision")),
             tokenizer_fingerprint(tokenizer),
-            f"baseline_mean_logps,{dtype},max_prompt_len={max_prompt_len},max_response_len={max_response_len}",
+            dtype,
+            scores="baseline_mean_logps/2",  # /2: collated as in training, TRL's selective log-softmax
+            max_prompt_len=max_prompt_len,
+            max_response_len=max_response_len,
         )
         # The cache keys on a datasets.Dataset of the scored columns, as the reference cache does in training.
         table = Dataset.from_dict({c: [row[c] for row in rows] for c in ("prompt_ids", "response_ids")})
         values = cache.load(table)
         if values is None:
-            model = load_model_and_tokenizer(baseline.path, baseline.model_cfg, device)[0]
+            model = load_model(baseline.path, baseline.model_cfg, device)  # the tokenizer is already loaded
             model.to(run_device).eval()
             values = mean_response_logps(model, rows, run_device, batch_size)
             cache.store(table, values)

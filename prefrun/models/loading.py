@@ -32,23 +32,41 @@ def base_model_path(model_cfg: Any, words: list[str], cache_dir: str | os.PathLi
     return str(Path(path).expanduser()) if looks_local else path
 
 
-def load_model_and_tokenizer(path: str, model_cfg: Any, device: str) -> tuple[Any, Any]:
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def model_dtype(model_cfg: Any, device: str) -> str:
+    """The dtype the weights load in: the preset's, but float32 on CPU (bf16/fp16 matmuls there are slow and lossy)."""
+    return "float32" if device == "cpu" else str(model_cfg.get("dtype", "float32"))
 
-    dtype = getattr(torch, model_cfg.get("dtype", "float32"))
-    if device == "cpu" and dtype != torch.float32:
-        dtype = torch.float32  # bf16/fp16 matmuls on CPU are slow and lossy
-    kwargs = {"revision": model_cfg.get("revision")} if not model_cfg.get("builtin") else {}
-    tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
+
+def _revision(model_cfg: Any) -> dict[str, Any]:
+    return {"revision": model_cfg.get("revision")} if not model_cfg.get("builtin") else {}
+
+
+def load_tokenizer(path: str, model_cfg: Any) -> Any:
+    """The preset's tokenizer, with a pad token and the preset's chat template (if it sets one)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path, **_revision(model_cfg))
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     if model_cfg.get("chat_template"):
         tokenizer.chat_template = model_cfg.chat_template
-    model = AutoModelForCausalLM.from_pretrained(
-        path, dtype=dtype, attn_implementation=model_cfg.get("attn_implementation", "sdpa"), **kwargs
+    return tokenizer
+
+
+def load_model(path: str, model_cfg: Any, device: str) -> Any:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(
+        path,
+        dtype=getattr(torch, model_dtype(model_cfg, device)),
+        attn_implementation=model_cfg.get("attn_implementation", "sdpa"),
+        **_revision(model_cfg),
     )
-    return model, tokenizer
+
+
+def load_model_and_tokenizer(path: str, model_cfg: Any, device: str) -> tuple[Any, Any]:
+    return load_model(path, model_cfg, device), load_tokenizer(path, model_cfg)
 
 
 def lora_config(model_cfg: Any) -> Any:

@@ -100,7 +100,7 @@ def test_second_call_loads_from_disk_and_a_changed_input_misses(
     def no_model(*args, **kwargs):
         raise AssertionError("a cache hit must not load the model")
 
-    monkeypatch.setattr(baseline_scores, "load_model_and_tokenizer", no_model)
+    monkeypatch.setattr(baseline_scores, "load_model", no_model)
     again, stats = _score(RECORDS, [str(micro_model_dir)], tmp_path)
     assert stats == {"models": 1, "hits": 1, "misses": 0}
     assert [r["baseline_logps"] for r in again] == [r["baseline_logps"] for r in first]
