@@ -20,7 +20,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Iterable
 
-from prefrun.data.records import Record
+from prefrun.data.records import Record, prompts_of
 from prefrun.errors import PrefrunError
 
 
@@ -121,8 +121,7 @@ def joint_pairs(records: list[Record], n: int, seed: int) -> list[Record]:
         if sa == sb:
             continue
         (w, iw), (lo, il) = ((records[i], a), (records[j], b)) if sa > sb else ((records[j], b), (records[i], a))
-        prompts = [w.get("prompts", [w["prompt"]] * len(w["responses"]))[iw]]
-        prompts.append(lo.get("prompts", [lo["prompt"]] * len(lo["responses"]))[il])
+        prompts = [prompts_of(w)[iw], prompts_of(lo)[il]]
         out.append(
             {
                 "prompt": prompts[0],

@@ -44,3 +44,8 @@ def validate_record(record: Record, where: str) -> None:
         raise PrefrunError(f"{where}: {k} responses but {len(record['labels'])} labels")
     if "prompts" in record and len(record["prompts"]) != k:
         raise PrefrunError(f"{where}: {k} responses but {len(record['prompts'])} prompts")
+
+
+def prompts_of(record: Record) -> list[Any]:
+    """Each response's prompt: its own (joint preferences), or the record's shared prompt."""
+    return record.get("prompts") or [record["prompt"]] * len(record["responses"])

@@ -65,10 +65,16 @@ def tokenize_record(
             prompt_ids = [bos, *prompt_ids]
         return prompt_ids
 
-    if "prompts" in record:
-        pieces = [_tokenize(p, [text], tokenizer) for p, text in zip(record["prompts"], record["responses"])]
-        prompts = [cut(prompt_ids) for prompt_ids, _ in pieces]
-        responses = [ids[0][:max_response_len] for _, ids in pieces]
+    if "prompts" in record:  # each distinct prompt is rendered once, with all of its responses
+        groups: dict[str, list[int]] = {}
+        for k, prompt in enumerate(record["prompts"]):
+            groups.setdefault(repr(prompt), []).append(k)
+        prompts: list[list[int]] = [[] for _ in record["responses"]]
+        responses: list[list[int]] = [[] for _ in record["responses"]]
+        for ks in groups.values():
+            prompt_ids, ids = _tokenize(record["prompts"][ks[0]], [record["responses"][k] for k in ks], tokenizer)
+            for k, response in zip(ks, ids):
+                prompts[k], responses[k] = cut(prompt_ids), response[:max_response_len]
         return {"prompt_ids": prompts[0], "response_ids": responses, "response_prompt_ids": prompts}
     prompt_ids, responses = _tokenize(record["prompt"], record["responses"], tokenizer)
     return {"prompt_ids": cut(prompt_ids), "response_ids": [r[:max_response_len] for r in responses]}

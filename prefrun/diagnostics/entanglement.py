@@ -112,10 +112,14 @@ def resolve_parameters(model: nn.Module, params: Any = None) -> list[nn.Paramete
 
 # --- the measurement -----------------------------------------------------------------------------------
 def summed_response_logps(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Summed log-probs [N] of the response tokens (``completion_mask``) of each row, from the logits."""
+    """Summed log-probs [N] of the response tokens (``completion_mask``) of each row, from the logits
+    (TRL's ``selective_log_softmax``: no [N, T, V] log-softmax). A ListTrainer's callback reads log-probs
+    through the trainer instead (fused LM head, shared-prompt packing)."""
+    from trl.trainer.utils import selective_log_softmax
+
     ids = batch["input_ids"]
     logits = model(input_ids=ids, attention_mask=batch["attention_mask"], use_cache=False).logits
-    logps = torch.log_softmax(logits[:, :-1].float(), dim=-1).gather(-1, ids[:, 1:, None]).squeeze(-1)
+    logps = selective_log_softmax(logits[:, :-1].float(), ids[:, 1:])
     return (logps * batch["completion_mask"][:, 1:]).sum(dim=1)
 
 

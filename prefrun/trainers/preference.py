@@ -11,7 +11,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from prefrun.data.records import Record
+from prefrun.data.records import Record, prompts_of
 from prefrun.data.tokenize import tokenize_record
 from prefrun.launch import is_main_process, preemption_callback, rank0_first, resume_checkpoint
 from prefrun.objectives import Objective
@@ -28,7 +28,7 @@ def tokenized_dataset(records: list[Record], tokenizer: Any, cfg: DictConfig, jo
     from datasets import Dataset
 
     if any("prompts" in r for r in records):  # one column layout for all rows: per-response prompts everywhere
-        records = [r if "prompts" in r else {**r, "prompts": [r["prompt"]] * len(r["responses"])} for r in records]
+        records = [{**r, "prompts": prompts_of(r)} for r in records]
     rows = []
     for record in records:
         row = tokenize_record(record, tokenizer, cfg.train.max_prompt_len, cfg.train.max_response_len, joint)
