@@ -39,13 +39,13 @@ def compose_and_run(overrides: list[str], run_dir: Path) -> dict:
 
 
 PRESETS = {
-    "hh_rlhf": ("hh_rlhf.jsonl", "dpo", []),
-    "ultrafeedback_binarized": ("ultrafeedback_binarized.jsonl", "dpo", []),
-    "ultrafeedback": ("ultrafeedback_raw.jsonl", "lipo", []),
-    "nectar": ("nectar.jsonl", "lipo", []),
-    "shp": ("shp.jsonl", "ipo", []),
-    "helpsteer2": ("helpsteer2.jsonl", "listmle", []),
-    "kto_mix": ("kto_mix.jsonl", "kto", []),
+    "hh_rlhf": ("hh_rlhf.jsonl", "dpo", [], 3),
+    "ultrafeedback_binarized": ("ultrafeedback_binarized.jsonl", "dpo", [], 1),  # row 2 is a tie
+    "ultrafeedback": ("ultrafeedback_raw.jsonl", "lipo", [], 2),  # row 3 has 1 response < min_k 2
+    "nectar": ("nectar.jsonl", "lipo", [], 2),
+    "shp": ("shp.jsonl", "ipo", [], 2),  # one tied pair
+    "helpsteer2": ("helpsteer2.jsonl", "listmle", [], 3),  # 7 rows, 3 prompts
+    "kto_mix": ("kto_mix.jsonl", "kto", [], 3),
     # SFT data with 3 aligned models' per-token log-probs per response, for PoFT
     "local_poft": (
         "poft_sft.jsonl",
@@ -57,6 +57,7 @@ PRESETS = {
             "dataset.fields.scores=[quality]",
             "dataset.fields.baseline_logps=aligned_logps",
         ],
+        3,
     ),
     "local": (
         "local.csv",
@@ -68,13 +69,14 @@ PRESETS = {
             "dataset.fields.score_chosen=good_score",
             "dataset.fields.score_rejected=bad_score",
         ],
+        2,  # 3 rows, one tied pair
     ),
 }
 
 
 @pytest.mark.parametrize("case", list(PRESETS))
 def test_dataset_preset_trains_on_the_tiny_model(tmp_path, case):
-    fixture, objective, extra = PRESETS[case]
+    fixture, objective, extra, examples = PRESETS[case]
     preset = case.removesuffix("_poft")
     overrides = [
         f"dataset={preset}",
@@ -84,7 +86,7 @@ def test_dataset_preset_trains_on_the_tiny_model(tmp_path, case):
         *extra,
     ]
     results = compose_and_run(overrides, tmp_path / "run")
-    assert results["training"]["examples"] > 0
+    assert results["training"]["examples"] == examples
     assert json.loads((tmp_path / "run" / "results.json").read_text())["dataset"] == preset
 
 
