@@ -8,7 +8,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-CONF_DIR = str(Path(__file__).resolve().parent / "conf")  # shipped in the package; ./conf links here
+from prefrun.config import CONF_DIR
 
 
 def _overrides_dir(value: str) -> str:
@@ -42,12 +42,12 @@ def _main(cfg) -> float | None:  # noqa: ANN001 - Hydra passes a DictConfig
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     try:  # a PrefrunError is reported by with_launcher, which wraps this function
-        from prefrun.run import run, summary_table
+        from prefrun.runner import run, summary_table
 
         results = run(cfg, run_dir, overrides=list(hydra_cfg.overrides.task))
         print(summary_table(results))
         metric = cfg.get("optimized_metric")  # what a sweeper (sweep=optuna) maximises
-        return results["eval"].get(metric) if metric else None
+        return results.get("eval", {}).get(metric) if metric else None
     except OmegaConfBaseException as e:  # a bad or missing config value, found when resolving
         print(
             f"prefrun: error: config: {str(e).splitlines()[0]} ({getattr(e, 'full_key', '')}); "
@@ -61,7 +61,7 @@ def main() -> None:
     import hydra
 
     from prefrun.errors import PrefrunError
-    from prefrun.launch import with_launcher  # issue 5: N processes (torchrun) or srun's ranks, else this one
+    from prefrun.launch import with_launcher  # N processes (torchrun) or srun's ranks, else this one
 
     app = hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")(with_launcher(_main))
     try:

@@ -189,30 +189,11 @@ def prefrun_dataset(records: list[dict], tokenizer: Any) -> Any:
 
 
 def dpo_args(out: str, batch: int, steps: int, beta: float = 0.1) -> Any:
-    from trl import DPOConfig
+    """The runs' own DPOConfig builder, for both sides (TRL reads ``beta``; prefrun's objective has its own)."""
+    from prefrun.trainers.settings import TrainSettings, dpo_config
 
-    return DPOConfig(
-        output_dir=out,
-        per_device_train_batch_size=batch,
-        max_steps=steps,
-        num_train_epochs=1,
-        learning_rate=1e-6,
-        lr_scheduler_type="constant",
-        use_cpu=True,
-        bf16=False,
-        fp16=False,
-        report_to=[],
-        save_strategy="no",
-        precompute_ref_log_probs=True,
-        seed=0,
-        data_seed=0,
-        disable_tqdm=True,
-        logging_steps=10_000,
-        remove_unused_columns=False,
-        max_length=None,
-        dataloader_num_workers=0,
-        beta=beta,
-    )
+    settings = TrainSettings(steps=steps, batch_size=batch, lr=1e-6, logging_steps=10_000)
+    return dpo_config(settings, out, "cpu", num_train_epochs=1, report_to=[], beta=beta)
 
 
 def prefrun_trainer(
@@ -520,9 +501,9 @@ def row_shared(s: Sizes, repeats: int) -> list[dict]:
     from trl.trainer.utils import add_fused_lm_head
 
     from prefrun.data.collator import ListCollator, to_lists
-    from prefrun.data.shared_prompt import SharedPromptCollator, shared_prompt_logps
+    from prefrun.data.shared_prompt import SharedPromptCollator
+    from prefrun.lm.logprobs import response_logps
     from prefrun.objectives import get_objective
-    from prefrun.trainers.list_trainer import ListTrainer
 
     path = model_dir(s)
     tokenizer = load_tokenizer(path)
@@ -541,12 +522,9 @@ def row_shared(s: Sizes, repeats: int) -> list[dict]:
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-6)
     objective = get_objective("lipo", beta=0.05)
-    stub = type("Stub", (), {"policy_forwards": 0})()  # ListTrainer._response_logps only counts forwards
 
     def logps(name: str, batch: dict) -> tuple[Any, Any]:
-        if name == "shared":
-            return shared_prompt_logps(model, batch)
-        return ListTrainer._response_logps(stub, model, batch)  # prefrun's unshared path, as in training
+        return response_logps(model, batch)  # the training routine, for either layout
 
     def step(name: str) -> float:
         batch = batches[name]

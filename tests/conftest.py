@@ -54,25 +54,9 @@ def micro_model(micro_model_dir):
 
 
 def cpu_dpo_config(output_dir, batch: int, steps: int, lr: float, **overrides):
-    """A DPOConfig for fast, deterministic CPU tests: constant lr, fp32, no saving or reporting."""
-    from trl import DPOConfig
+    """A DPOConfig for fast, deterministic CPU tests (constant lr, fp32, no saving or reporting), built by the
+    runs' own builder (prefrun.trainers.settings.dpo_config)."""
+    from prefrun.trainers.settings import TrainSettings, dpo_config
 
-    settings = dict(
-        output_dir=str(output_dir),
-        per_device_train_batch_size=batch,
-        max_steps=steps,
-        learning_rate=lr,
-        lr_scheduler_type="constant",
-        use_cpu=True,
-        bf16=False,
-        report_to=[],
-        save_strategy="no",
-        seed=0,
-        data_seed=0,
-        disable_tqdm=True,
-        logging_steps=1,
-        remove_unused_columns=False,
-        max_length=None,
-        dataloader_num_workers=0,
-    )
-    return DPOConfig(**{**settings, **overrides})
+    settings = TrainSettings(steps=steps, batch_size=batch, lr=lr, logging_steps=1)
+    return dpo_config(settings, output_dir, "cpu", **{"report_to": [], **overrides})

@@ -11,7 +11,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from prefrun.errors import PrefrunError
-from prefrun.run import run
+from prefrun.runner import run
 
 CONF = str(Path(__file__).resolve().parents[1] / "conf")
 

@@ -21,7 +21,7 @@ import pytest
 from conftest import MICRO_RUN
 from omegaconf import OmegaConf
 
-from prefrun.launch import PREEMPT_EXIT_CODE, last_complete_checkpoint, reset_run_dir, truncate_metrics
+from prefrun.runtime.checkpoints import PREEMPT_EXIT_CODE, last_complete_checkpoint, reset_run_dir, truncate_metrics
 
 STEPS = 40
 RUN = [*MICRO_RUN, f"train.steps={STEPS}", "run.checkpoint_steps=4"]

@@ -6,7 +6,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from prefrun.objectives import get_objective
-from prefrun.run import shape_for_objective
+from prefrun.data.shaping import shape_for_objective
 
 DATASET = OmegaConf.create({"name": "toy", "pairs": "best_worst", "unpaired": "top_bottom"})
 

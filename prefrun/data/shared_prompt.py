@@ -30,9 +30,8 @@ pre-shifted ``shift_labels``: no [B, T, V] logits, no extra forward), at K - 1 e
     >>> (batch["attention_mask"][0, 0] == 0).int().tolist()[5]   # sees p[0..1], its copy of p[2], itself
     [1, 1, 0, 0, 1, 1, 0]
 
-``shared_prompt_logps(model, batch)`` returns the summed log-probs [N] and token counts [N] of the
-N = ΣK responses in ListCollator's row order (``list_index``), the contract of
-``ListTrainer._response_logps``. The other batch fields (``list_index``, ``mask``, ``scores``,
+``prefrun.lm.logprobs.response_logps(model, batch)`` returns the summed log-probs [N] and token counts
+[N] of the N = ΣK responses in ListCollator's row order (``list_index``), as for an unshared batch. The other batch fields (``list_index``, ``mask``, ``scores``,
 ``ref_logps``, ...) are those of ``ListCollator``.
 """
 
@@ -155,19 +154,6 @@ def sum_by_response(per_token: torch.Tensor, batch: dict[str, torch.Tensor]):
     logps = per_token.new_zeros(n).index_add(0, owner[keep], per_token[keep])
     lengths = torch.bincount(owner[keep], minlength=n)
     return logps, lengths
-
-
-def shared_prompt_logps(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Summed log-probs [N] and token counts [N] of the responses of a shared-prompt batch, one forward.
-
-    ``model`` carries TRL's fused LM head (``trl.trainer.utils.add_fused_lm_head``; DPOTrainer and
-    ListTrainer add it), possibly wrapped by PEFT or DDP: the forward goes through the wrapper.
-    """
-    dtype = next(model.parameters()).dtype
-    out = model(**shared_prompt_inputs(batch, dtype if dtype.is_floating_point else None), fused_lm_head=True)
-    if getattr(out, "log_probs", None) is None:
-        raise TypeError("shared_prompt_logps needs a model with TRL's fused LM head (add_fused_lm_head)")
-    return sum_by_response(out.log_probs, batch)
 
 
 def tokens_per_record(prompt_len: int, response_lens: Iterable[int]) -> tuple[int, int]:

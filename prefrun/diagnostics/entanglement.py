@@ -41,6 +41,7 @@ from transformers import TrainerCallback
 
 from prefrun.data.collator import to_lists
 from prefrun.errors import PrefrunError
+from prefrun.lm.logprobs import response_logps
 
 PREFIX = "entanglement/"
 LogpsFn = Callable[[Any, dict[str, torch.Tensor]], Any]
@@ -112,15 +113,8 @@ def resolve_parameters(model: nn.Module, params: Any = None) -> list[nn.Paramete
 
 # --- the measurement -----------------------------------------------------------------------------------
 def summed_response_logps(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Summed log-probs [N] of the response tokens (``completion_mask``) of each row, from the logits
-    (TRL's ``selective_log_softmax``: no [N, T, V] log-softmax). A ListTrainer's callback reads log-probs
-    through the trainer instead (fused LM head, shared-prompt packing)."""
-    from trl.trainer.utils import selective_log_softmax
-
-    ids = batch["input_ids"]
-    logits = model(input_ids=ids, attention_mask=batch["attention_mask"], use_cache=False).logits
-    logps = selective_log_softmax(logits[:, :-1].float(), ids[:, 1:])
-    return (logps * batch["completion_mask"][:, 1:]).sum(dim=1)
+    """Summed log-probs [N] of the response tokens of each row: the training readout (``prefrun.lm``)."""
+    return response_logps(model, batch)[0]
 
 
 def _row_logps(fn: LogpsFn, model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -182,7 +176,7 @@ def entanglement(
 
     ``params``: None (``default_parameters``), name regexes, or parameters. ``logps_fn(model, batch)``
     returns summed response log-probs per row (or a tuple whose first item is that); default: from the
-    logits. Also returns the probe's mean chosen/rejected log-probs (``logp_chosen``, ``logp_rejected``).
+    training routine. Also returns the probe's mean chosen/rejected log-probs (``logp_chosen``, ``logp_rejected``).
     The model's train/eval mode is left as it is; ``.grad`` is never written.
     """
     subset = resolve_parameters(model, params)

@@ -1,17 +1,40 @@
-"""Loading a model preset: the built-in tiny model, a hub id, or a local directory; LoRA via peft."""
+"""Loading a model preset: the built-in tiny model, a hub id, a local directory or a finished prefrun run;
+LoRA via peft.
+
+``model.path`` may name a prefrun run directory (or its ``model/``): its saved policy loads as the model,
+and a saved LoRA adapter loads onto the base model its ``adapter_config.json`` names, merged.
+"""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
 
 from prefrun.errors import PrefrunError
 
+ADAPTER_CONFIG = "adapter_config.json"
+
+
+def saved_policy_dir(path: str | os.PathLike) -> Path | None:
+    """The policy directory of a prefrun run (``<run dir>/model`` or that folder itself), or None."""
+    p = Path(path).expanduser()
+    if (p / "model").is_dir() and (p / "config.yaml").is_file():
+        return p / "model"
+    if p.name == "model" and (p.parent / "config.yaml").is_file() and p.is_dir():
+        return p
+    return None
+
 
 def base_model_path(model_cfg: Any, words: list[str], cache_dir: str | os.PathLike) -> str:
-    """Where the base model loads from: the cached tiny model, a local directory, or a hub id."""
-    if model_cfg.get("builtin"):
+    """Where the model loads from: a saved run's policy, the cached tiny model, a local directory, or a hub id."""
+    path = model_cfg.get("path")
+    if path and saved_policy_dir(path) is not None:
+        return str(saved_policy_dir(path))
+    if path and (Path(str(path)).expanduser() / ADAPTER_CONFIG).is_file():
+        return str(Path(str(path)).expanduser())
+    if model_cfg.get("builtin") and not path:
         from prefrun.models.tiny import tiny_model_dir
 
         keys = (
@@ -53,16 +76,35 @@ def load_tokenizer(path: str, model_cfg: Any) -> Any:
     return tokenizer
 
 
+def adapter_base(path: str) -> str | None:
+    """The base model a saved LoRA adapter at ``path`` loads onto, or None when ``path`` holds full weights."""
+    config = Path(path) / ADAPTER_CONFIG
+    if not config.is_file():
+        return None
+    base = json.loads(config.read_text()).get("base_model_name_or_path")
+    if not base:
+        raise PrefrunError(f"{config} names no base model (base_model_name_or_path); it cannot be loaded")
+    return str(base)
+
+
 def load_model(path: str, model_cfg: Any, device: str) -> Any:
+    """The causal LM at ``path`` in the preset's dtype; a saved adapter is loaded onto its base and merged."""
     import torch
     from transformers import AutoModelForCausalLM
 
-    return AutoModelForCausalLM.from_pretrained(
-        path,
-        dtype=getattr(torch, model_dtype(model_cfg, device)),
-        attn_implementation=model_cfg.get("attn_implementation", "sdpa"),
-        **_revision(model_cfg),
-    )
+    base = adapter_base(path)
+    kwargs = {
+        "dtype": getattr(torch, model_dtype(model_cfg, device)),
+        "attn_implementation": model_cfg.get("attn_implementation", "sdpa"),
+    }
+    if base is None:
+        return AutoModelForCausalLM.from_pretrained(path, **kwargs, **_revision(model_cfg))
+    from peft import PeftModel
+
+    if base.startswith((".", "/", "~")) and not Path(base).expanduser().is_dir():
+        raise PrefrunError(f"the adapter at {path} needs its base model {base}, which no longer exists")
+    model = AutoModelForCausalLM.from_pretrained(base, **kwargs)
+    return PeftModel.from_pretrained(model, path).merge_and_unload()
 
 
 def load_model_and_tokenizer(path: str, model_cfg: Any, device: str) -> tuple[Any, Any]:

@@ -225,7 +225,7 @@ def poft(
     Reference-free: b is no KL anchor.
     Data: SFT lists (K ≥ 1) with a ``baseline_logps`` field, read from the data (dataset.fields.baseline_logps)
     or computed once before training by the models listed in ``objective.baselines`` and cached
-    (prefrun.data.baseline_scores); the run refuses both at once.
+    (prefrun.trainers.baseline_scores); the run refuses both at once.
     """
     z = beta * _mean_logps(policy_logps, lengths) - beta * baseline_logps.to(policy_logps.dtype) + gamma
     loss = masked_mean(-F.logsigmoid(z), mask)

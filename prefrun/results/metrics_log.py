@@ -53,3 +53,17 @@ class MetricsFileCallback(TrainerCallback):
             # The end-of-training summary (runtime, mean loss) shares the last step; mark it apart.
             kind = "summary" if "train_runtime" in logs else "step"
             self.metrics.append({"stage": self.stage, "step": state.global_step, "kind": kind, **logs})
+
+
+def training_summary(metrics_path: Path) -> dict[str, float]:
+    """From metrics.jsonl: the change of the chosen/rejected log-probs over training, mean entanglement ratio."""
+    rows = [r for r in MetricsFile(metrics_path).rows() if r.get("kind") == "step"]
+    summary: dict[str, float] = {}
+    for key in ("logps/chosen", "logps/rejected"):
+        values = [r[key] for r in rows if isinstance(r.get(key), int | float)]
+        if len(values) >= 2:
+            summary[f"{key}_change"] = values[-1] - values[0]
+    ratios = [r["entanglement/ratio"] for r in rows if isinstance(r.get("entanglement/ratio"), int | float)]
+    if ratios:
+        summary["entanglement/ratio_mean"] = sum(ratios) / len(ratios)
+    return summary

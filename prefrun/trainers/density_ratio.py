@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from prefrun.errors import PrefrunError
-from prefrun.launch import is_main_process
+from prefrun.runtime.distributed import is_main_process
 
 COLUMN = "udm_weights"  # per-list field [K] of each record (K = 1): 1 for desirable examples
 EPS = 1e-8  # TRL's p / (1 − p + 1e-8)

@@ -23,7 +23,8 @@ from trl.models.utils import disable_gradient_checkpointing
 from trl.trainer.utils import use_adapter
 
 from prefrun.data.collator import LIST_FIELDS, RECORD_FIELDS, ListCollator, to_lists
-from prefrun.data.shared_prompt import SharedPromptCollator, packing_blocker, shared_prompt_inputs, sum_by_response
+from prefrun.data.shared_prompt import SharedPromptCollator, packing_blocker
+from prefrun.lm.logprobs import response_logps
 from prefrun.objectives import Objective
 
 try:
@@ -134,38 +135,22 @@ class ListTrainer(DPOTrainer):
 
     # --- forward -----------------------------------------------------------------------------------
     def _response_logps(self, model: Any, batch: dict[str, torch.Tensor], reference: bool = False, count: bool = True):
-        """Summed log-probs [N] and token counts [N] of the responses in ``batch``, one forward.
+        """Summed log-probs [N] and token counts [N] of the responses in ``batch`` (prefrun.lm), one forward.
 
         ``reference=True``: under no_grad, with the PEFT adapter swapped for the reference's.
         """
-        if "label_owner" in batch:  # shared-prompt packing: 4-D mask, restarted positions, pre-shifted labels
-            kwargs = shared_prompt_inputs(batch, next(model.parameters()).dtype)
-        else:
-            completion_mask = batch["completion_mask"]
-            kwargs = {
-                "input_ids": batch["input_ids"],
-                "attention_mask": batch["attention_mask"],
-                "labels": batch["input_ids"].masked_fill(completion_mask == 0, -100),
-                "use_cache": False,
-            }
-        context: Callable[[], Any] = contextlib.nullcontext
-        if reference:
-            self.reference_forwards += 1
-            unwrapped = self.accelerator.unwrap_model(model)
-            if isinstance(unwrapped, PeftModel):
-                name = "ref" if "ref" in unwrapped.peft_config else None
-                context = lambda: use_adapter(unwrapped, adapter_name=name)  # noqa: E731
-            with torch.no_grad(), disable_gradient_checkpointing(model, self.args.gradient_checkpointing_kwargs):
-                with context():
-                    per_token = model(**kwargs, fused_lm_head=True).log_probs
-        else:
+        if not reference:
             self.policy_forwards += count
-            per_token = model(**kwargs, fused_lm_head=True).log_probs
-        if "label_owner" in batch:
-            return sum_by_response(per_token, batch)
-        shift_mask = completion_mask[:, 1:]
-        per_token = per_token[:, -shift_mask.size(1) :]
-        return (per_token * shift_mask).sum(dim=1), shift_mask.sum(dim=1)
+            return response_logps(model, batch)
+        self.reference_forwards += 1
+        context: Callable[[], Any] = contextlib.nullcontext
+        unwrapped = self.accelerator.unwrap_model(model)
+        if isinstance(unwrapped, PeftModel):
+            name = "ref" if "ref" in unwrapped.peft_config else None
+            context = lambda: use_adapter(unwrapped, adapter_name=name)  # noqa: E731
+        with torch.no_grad(), disable_gradient_checkpointing(model, self.args.gradient_checkpointing_kwargs):
+            with context():
+                return response_logps(model, batch)
 
     def _compute_loss(self, model: Any, inputs: dict[str, torch.Tensor], return_outputs: bool):
         mode = "train" if self.model.training else "eval"

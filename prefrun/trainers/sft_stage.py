@@ -21,6 +21,7 @@ from prefrun.data.tokenize import tokenize_record
 # Bump when code that shapes the SFT model changes (its recipe, the formatting of its data): a cache entry
 # is only as good as the code that wrote it, and a stale one silently changes every later run's reference.
 SFT_RECIPE = 2
+LOG_NAME = "sft_metrics.jsonl"  # the SFT's training log, inside the cached model directory
 
 
 def sft_cache_key(base_model: str, records_fingerprint: str, cfg: dict[str, Any]) -> str:
@@ -42,18 +43,29 @@ def run_sft(
     cfg: dict[str, Any],
     cache_dir: str | os.PathLike,
     fingerprint: str,
+    run_dir: str | os.PathLike | None = None,
 ) -> Path:
     """Fine-tune ``base_model_dir`` on each record's first response; return the cached model directory.
 
-    ``cfg`` holds steps, batch_size, lr, warmup_steps, seed, max_prompt_len, max_response_len.
+    ``cfg`` holds steps, batch_size, lr, warmup_steps, seed, max_prompt_len, max_response_len. ``run_dir``
+    (optional): the SFT's training log goes to its metrics.jsonl with stage "sft", also when cached.
     """
-    out = Path(cache_dir) / f"sft-{sft_cache_key(str(base_model_dir), fingerprint, cfg)}"
+    from prefrun.results.progress import stage_message
+
+    key = sft_cache_key(str(base_model_dir), fingerprint, cfg)
+    out = Path(cache_dir) / f"sft-{key}"
     if (out / "config.json").exists():
+        stage_message(f"SFT reference: cached (key {key})")
+        _copy_log(out, run_dir)
         return out
+    stage_message(f"SFT reference: training {cfg['steps']:,} steps (cache key {key})")
     import torch
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import SFTConfig, SFTTrainer
+
+    from prefrun.results.metrics_log import MetricsFile, MetricsFileCallback
+    from prefrun.results.progress import attach_progress
 
     tokenizer = AutoTokenizer.from_pretrained(base_model_dir)
     model = AutoModelForCausalLM.from_pretrained(base_model_dir, dtype=torch.float32)
@@ -69,6 +81,9 @@ def run_sft(
         per_device_train_batch_size=cfg["batch_size"],
         learning_rate=cfg["lr"],
         lr_scheduler_type="cosine",
+        # TRL defaults to gradient checkpointing through the deprecated name (a FutureWarning); the tiny model
+        # does not need the memory it saves, and the trained weights are bitwise the same without it.
+        activation_checkpointing=False,
         warmup_steps=cfg["warmup_steps"],
         logging_steps=max(1, cfg["steps"] // 10),
         save_strategy="no",
@@ -81,7 +96,12 @@ def run_sft(
         disable_tqdm=True,
         dataset_num_proc=None,
     )
-    trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer)
+    tmp.mkdir(parents=True, exist_ok=True)
+    log = MetricsFileCallback(MetricsFile(tmp / LOG_NAME), "sft")  # kept with the model, for runs served from cache
+    trainer = SFTTrainer(
+        model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer, callbacks=[log]
+    )
+    attach_progress(trainer, "sft")
     trainer.train()
     trainer.model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
@@ -90,4 +110,22 @@ def run_sft(
         os.replace(tmp, out)
     except OSError:  # another run of the same key finished first: use theirs
         shutil.rmtree(tmp, ignore_errors=True)
+    _copy_log(out, run_dir)
     return out
+
+
+def _copy_log(model_dir: Path, run_dir: str | os.PathLike | None) -> None:
+    """Append the SFT's training log (stage "sft") to the run's metrics.jsonl; rank 0 only."""
+    from prefrun.runtime.distributed import is_main_process
+
+    source = model_dir / LOG_NAME
+    if run_dir is None or not source.exists() or not is_main_process():
+        return
+    from prefrun.results.metrics_log import MetricsFile
+
+    target = MetricsFile(Path(run_dir) / "metrics.jsonl")
+    target.path.parent.mkdir(parents=True, exist_ok=True)
+    if any(row.get("stage") == "sft" for row in target.rows()):  # a resumed run logged it already
+        return
+    for row in MetricsFile(source).rows():
+        target.append(row)

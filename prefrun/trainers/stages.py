@@ -12,52 +12,53 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig
-
 from prefrun.data.curriculum import curriculum_stages
 from prefrun.errors import PrefrunError
 from prefrun.objectives import Objective
-from prefrun.trainers.preference import train_preference
+from prefrun.trainers.preference import merged, train_preference
+from prefrun.trainers.settings import TrainSettings
 
 
 def train_curriculum(
-    cfg: DictConfig, objective: Objective, records: list[dict], sft_path: str, run_dir: Path, device: str
+    settings: TrainSettings,
+    curriculum_cfg: Any,
+    objective: Objective,
+    records: list[dict],
+    sft_path: str,
+    run_dir: Path,
+    device: str,
 ) -> tuple[Any, Any, dict[str, Any]]:
-    """Returns (policy, tokenizer, stats) after the curriculum; the caller evaluates against the SFT model."""
+    """Returns (policy, tokenizer, stats) after the curriculum; the caller evaluates against the SFT model.
+
+    Only the final policy is returned (and saved by the task); each intermediate stage's policy lives in
+    ``stages/`` as the next stage's reference.
+    """
     if objective.spec.data != "pairwise":
         raise PrefrunError(
-            f"curriculum={cfg.curriculum.name} builds pairs; objective {objective.name} needs "
+            f"curriculum={curriculum_cfg.name} builds pairs; objective {objective.name} needs "
             f"{objective.spec.data} data: use a pairwise objective such as dpo"
         )
-    n_stages = int(cfg.curriculum.stages)
+    n_stages = int(curriculum_cfg.stages)
     if n_stages < 1:
         raise PrefrunError(f"curriculum.stages={n_stages} must be ≥ 1")
     if n_stages == 1:
-        buckets = curriculum_stages(records, stages=None, seed=cfg.seed)  # every bucket in order, easiest first
+        buckets = curriculum_stages(records, stages=None, seed=settings.seed)  # every bucket in order, easiest first
         sets = [[pair for bucket in buckets for pair in bucket]]
     else:
-        sets = curriculum_stages(records, stages=n_stages, seed=cfg.seed)
+        sets = curriculum_stages(records, stages=n_stages, seed=settings.seed)
     if not sets or not sets[0]:
-        raise PrefrunError(f"dataset {cfg.dataset.name} yields no curriculum pair (all lists tied?)")
-    steps = max(1, cfg.train.steps // len(sets))
+        raise PrefrunError("the dataset yields no curriculum pair (all lists tied?)")
+    steps = max(1, settings.steps // len(sets))
     init = sft_path
     stats: dict[str, Any] = {"stages": []}
     for i, pairs in enumerate(sets, 1):
         stage = "train" if len(sets) == 1 else f"stage{i}"
         policy, tokenizer, stage_stats = train_preference(
-            cfg,
-            objective,
-            pairs,
-            init,
-            run_dir,
-            device,
-            steps=steps,
-            sequential=True,
-            stage=stage,
+            settings.with_steps(steps), objective, pairs, init, run_dir, device, sequential=True, stage=stage
         )
         stats["stages"].append({"stage": stage, "pairs": len(pairs), "steps": steps, **stage_stats})
         if i < len(sets):
             init = str(run_dir / "stages" / stage)
-            policy.save_pretrained(init)
+            merged(policy).save_pretrained(init)
             tokenizer.save_pretrained(init)
     return policy, tokenizer, stats

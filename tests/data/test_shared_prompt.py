@@ -12,10 +12,10 @@ from trl.trainer.utils import add_fused_lm_head
 from prefrun.data.collator import ListCollator
 from prefrun.data.shared_prompt import (
     SharedPromptCollator,
-    shared_prompt_logps,
     tokens_per_record,
     use_shared_prompt,
 )
+from prefrun.lm.logprobs import response_logps
 
 
 def _records(vocab: int, seed: int = 0) -> list[dict]:
@@ -60,7 +60,7 @@ def test_logps_equal_unshared(fused_model):
     assert torch.equal(plain["mask"], shared["mask"]) and torch.equal(plain["scores"], shared["scores"])
     with torch.no_grad():
         want, want_len = _unshared_logps(model, plain)
-        got, got_len = shared_prompt_logps(model, shared)
+        got, got_len = response_logps(model, shared)
     assert torch.equal(got_len, want_len)
     torch.testing.assert_close(got, want, atol=1e-4, rtol=0)
     # ... and fewer tokens through the model
@@ -73,8 +73,8 @@ def test_each_record_alone_equals_batched(fused_model):
     records = _records(len(tokenizer), seed=1)
     collate = SharedPromptCollator(pad_token_id=tokenizer.pad_token_id)
     with torch.no_grad():
-        batched, _ = shared_prompt_logps(model, collate(records))
-        alone = torch.cat([shared_prompt_logps(model, collate([r]))[0] for r in records])
+        batched, _ = response_logps(model, collate(records))
+        alone = torch.cat([response_logps(model, collate([r]))[0] for r in records])
     torch.testing.assert_close(batched, alone, atol=1e-5, rtol=0)
 
 
@@ -90,7 +90,7 @@ def test_gradients_flow_and_match(fused_model):
         return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
     want = grads(_unshared_logps, ListCollator(pad_token_id=tokenizer.pad_token_id))
-    got = grads(shared_prompt_logps, SharedPromptCollator(pad_token_id=tokenizer.pad_token_id))
+    got = grads(response_logps, SharedPromptCollator(pad_token_id=tokenizer.pad_token_id))
     assert set(got) == set(want) == {n for n, p in model.named_parameters() if p.requires_grad}
     for name in want:
         assert got[name].abs().sum() > 0, name
@@ -138,7 +138,7 @@ def test_through_peft_wrapper(micro_model):
     records, pad = _records(len(tokenizer), seed=3), tokenizer.pad_token_id
     with torch.no_grad():
         want, _ = _unshared_logps(model, ListCollator(pad_token_id=pad)(records))
-        got, _ = shared_prompt_logps(model, SharedPromptCollator(pad_token_id=pad)(records))
+        got, _ = response_logps(model, SharedPromptCollator(pad_token_id=pad)(records))
     torch.testing.assert_close(got, want, atol=1e-4, rtol=0)
 
 

@@ -14,7 +14,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from prefrun.objectives import get_objective, get_spec
-from prefrun.run import OBJECTIVE_META
+from prefrun.objectives.config import OBJECTIVE_META
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 OPTIONS = sorted(p.stem for p in (CONF / "objective").glob("*.yaml"))

@@ -499,7 +499,7 @@ def test_yaml_matches_registry(name):
     assert spec.name == name
     assert conf.pop("data") == spec.data
     assert conf.pop("needs_reference") is spec.needs_reference
-    for key in ("udm", "baselines"):  # run settings around the loss (prefrun.run.OBJECTIVE_META), not hparams
+    for key in ("udm", "baselines"):  # run settings around the loss (prefrun.objectives.config.OBJECTIVE_META), not hparams
         conf.pop(key, None)
     assert set(conf) == set(spec.defaults)
     for key, value in conf.items():

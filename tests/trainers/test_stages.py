@@ -8,7 +8,7 @@ from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 
-from prefrun.run import run
+from prefrun.runner import run
 
 CONF = str(Path(__file__).resolve().parents[2] / "conf")
 SMALL = [

@@ -11,13 +11,13 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from prefrun.data import baseline_scores
-from prefrun.data.baseline_scores import compose_preset, resolve_baseline, score_records
+from prefrun.models.presets import model_preset
+from prefrun.trainers.baseline_scores import resolve_baseline, score_records
 from prefrun.data.synthetic import SortTask
 from prefrun.data.tokenize import tokenize_record
 from prefrun.errors import PrefrunError
 from prefrun.models.tiny import tiny_model_dir
-from prefrun.run import run
+from prefrun.runner import run
 
 ROOT = Path(__file__).resolve().parents[2]
 POFT_FIXTURE = ROOT / "tests" / "fixtures" / "poft_sft.jsonl"
@@ -121,7 +121,7 @@ def test_a_preset_name_composes_the_hub_defaults(tmp_path):
     assert zephyr.model_cfg.dtype == "bfloat16" and zephyr.model_cfg.revision == "main"  # from _hub.yaml
     hub = resolve_baseline({"path": "org/model", "revision": "v1", "dtype": "float16"}, 0, [], tmp_path)
     assert (hub.path, hub.model_cfg.revision, hub.model_cfg.dtype) == ("org/model", "v1", "float16")
-    assert compose_preset("tiny").builtin is True
+    assert model_preset("tiny").builtin is True
 
 
 @pytest.mark.parametrize(

@@ -30,52 +30,15 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from prefrun.data.collator import ListCollator, to_lists
 from prefrun.data.records import Record
 from prefrun.data.tokenize import tokenize_record
 from prefrun.errors import PrefrunError
+from prefrun.lm.logprobs import score_rows
 from prefrun.models.loading import base_model_path, load_model, load_tokenizer, model_dtype
+from prefrun.models.presets import hub_defaults, model_preset, preset_names
 from prefrun.trainers.ref_cache import ReferenceCache, model_fingerprint, tokenizer_fingerprint
 
 BATCH_SIZE = 8  # records (K responses, each with its prompt) per forward
-
-
-def model_conf_dir() -> Path:
-    """conf/model, where the CLI's Hydra app finds the model presets."""
-    from prefrun.cli import CONF_DIR
-
-    return Path(CONF_DIR) / "model"
-
-
-def preset_names(conf_dir: Path | None = None) -> list[str]:
-    """The selectable model presets (files starting with _ are shared parts, not presets)."""
-    conf_dir = conf_dir or model_conf_dir()
-    return sorted(p.stem for p in conf_dir.glob("*.yaml") if not p.stem.startswith("_"))
-
-
-def compose_preset(name: str, conf_dir: Path | None = None, _seen: tuple[str, ...] = ()) -> DictConfig:
-    """conf/model/<name>.yaml merged with what its defaults list composes, in that list's order.
-
-    Hydra's rules for a config in a group: entries are sibling configs of the same group, ``_self_``
-    marks where the file's own keys go (at the end when it is not listed).
-    """
-    conf_dir = conf_dir or model_conf_dir()
-    file = conf_dir / f"{name}.yaml"
-    if name in _seen or not file.is_file():
-        raise PrefrunError(f"model preset {name!r}: no conf/model/{name}.yaml (or a cycle in its defaults list)")
-    own = OmegaConf.load(file)
-    defaults = list(own.pop("defaults", []))
-    if "_self_" not in defaults:
-        defaults.append("_self_")
-    out = OmegaConf.create()
-    for entry in defaults:
-        if entry == "_self_":
-            out = OmegaConf.merge(out, own)
-        elif isinstance(entry, str):
-            out = OmegaConf.merge(out, compose_preset(entry, conf_dir, (*_seen, name)))
-        else:
-            raise PrefrunError(f"conf/model/{name}.yaml: defaults entry {entry!r} is not a model config name")
-    return out
 
 
 @dataclass
@@ -88,12 +51,11 @@ class Baseline:
 def resolve_baseline(entry: Any, index: int, words: list[str], cache_dir: str | os.PathLike) -> Baseline:
     """One ``objective.baselines`` entry → what to load; a bad entry is a one-line PrefrunError."""
     where = f"objective.baselines[{index}]"
-    conf_dir = model_conf_dir()
-    if isinstance(entry, str) and entry in preset_names(conf_dir):
-        cfg = compose_preset(entry, conf_dir)
+    if isinstance(entry, str) and entry in preset_names():
+        cfg = model_preset(entry, where)
     elif isinstance(entry, str | dict):
         fields = {"path": entry} if isinstance(entry, str) else dict(entry)
-        hub = compose_preset("_hub", conf_dir)
+        hub = hub_defaults()
         unknown = sorted(set(fields) - (set(hub) - {"builtin"}))  # the built-in tiny model only by its preset
         if unknown or not fields.get("path"):
             problem = f"unknown key(s) {', '.join(unknown)}" if unknown else "no path"
@@ -109,7 +71,7 @@ def resolve_baseline(entry: Any, index: int, words: list[str], cache_dir: str | 
         path = str(cfg.path)
         looks_local = path.startswith((".", "/", "~")) or os.path.exists(path) or path.count("/") != 1
         if looks_local and not Path(path).expanduser().is_dir():
-            presets = ", ".join(preset_names(conf_dir))
+            presets = ", ".join(preset_names())
             raise PrefrunError(
                 f"{where}={path!r} is neither a model preset ({presets}) nor an existing directory "
                 "nor a hub id 'org/name'"
@@ -126,34 +88,18 @@ def _load_tokenizer(baseline: Baseline, where: str) -> Any:
         raise PrefrunError(f"{where} ({baseline.path}): cannot load its tokenizer: {first}") from None
 
 
-def mean_response_logps(model: Any, rows: list[dict], device: Any, batch_size: int = BATCH_SIZE) -> list[list[float]]:
+def mean_response_logps(model: Any, rows: list[dict], batch_size: int = BATCH_SIZE) -> list[list[float]]:
     """Per-token mean log-prob of every response of ``rows`` (tokenize_record output) under ``model``.
 
-    Batches of ``batch_size`` records collated as in training (ListCollator: prompt + response rows, the
-    completion mask on response tokens), TRL's ``selective_log_softmax`` in fp32, under no_grad. The first
-    token of a sequence has no prediction, so a prompt-less response is scored from its second token.
+    The training readout (``prefrun.lm.logprobs.score_rows``: collated as in training, TRL's fused head)
+    divided by each response's token count. The first token of a sequence has no prediction, so a
+    prompt-less response is scored from its second token.
     """
-    import torch
-    from trl.trainer.utils import selective_log_softmax
-
-    collate = ListCollator(pad_token_id=0)  # padding is masked out; its id does not matter
-    out: list[list[float]] = []
-    with torch.no_grad():
-        for start in range(0, len(rows), batch_size):
-            chunk = rows[start : start + batch_size]
-            batch = collate([{"prompt_ids": r["prompt_ids"], "response_ids": r["response_ids"]} for r in chunk])
-            ids = batch["input_ids"].to(device)
-            logits = model(input_ids=ids, attention_mask=batch["attention_mask"].to(device), use_cache=False).logits
-            token_logps = selective_log_softmax(logits[:, :-1].float(), ids[:, 1:])
-            scored = batch["completion_mask"][:, 1:].to(device)  # position t predicts token t + 1
-            counts = scored.sum(-1)
-            if bool((counts == 0).any()):
-                i, k = batch["list_index"][int((counts == 0).nonzero()[0])].tolist()
-                raise PrefrunError(f"record {start + i} response {k}: no token to score; raise train.max_response_len")
-            means = ((token_logps * scored).sum(-1) / counts).cpu()
-            lists = to_lists(means, batch["list_index"], len(chunk), batch["mask"].shape[1])
-            out.extend(row[m].tolist() for row, m in zip(lists, batch["mask"]))
-    return out
+    sums, counts = score_rows(model, rows, batch_size=batch_size)
+    for i, row_counts in enumerate(counts):
+        if 0 in row_counts:
+            raise PrefrunError(f"record {i} response {row_counts.index(0)}: no token to score; raise train.max_response_len")
+    return [[s / c for s, c in zip(row_sums, row_counts)] for row_sums, row_counts in zip(sums, counts)]
 
 
 def _run_device(device: str) -> Any:
@@ -207,7 +153,7 @@ def score_records(
             model_fingerprint(baseline.path, baseline.model_cfg.get("revision")),
             tokenizer_fingerprint(tokenizer),
             dtype,
-            scores="baseline_mean_logps/2",  # /2: collated as in training, TRL's selective log-softmax
+            scores="baseline_mean_logps/3",  # /3: the training readout (TRL's fused LM head)
             max_prompt_len=max_prompt_len,
             max_response_len=max_response_len,
         )
@@ -217,7 +163,7 @@ def score_records(
         if values is None:
             model = load_model(baseline.path, baseline.model_cfg, device)  # the tokenizer is already loaded
             model.to(run_device).eval()
-            values = mean_response_logps(model, rows, run_device, batch_size)
+            values = mean_response_logps(model, rows, batch_size)
             cache.store(table, values)
             del model  # free it before the next baseline loads
             gc.collect()

@@ -1,0 +1,57 @@
+"""Policy and reference samples on the same held-out prompts, and the KL estimate from the policy's samples.
+
+Both models are sampled with the same settings and seed (the sampler restores the caller's RNG), so a
+comparison on prompt b sets the policy's k-th sample against the reference's k-th.
+
+    KL(π ‖ π_ref) ≈ mean over policy samples y ~ π(· | x) of  log π(y | x) − log π_ref(y | x)
+
+an unbiased estimate of the sequence-level KL when the samples are drawn at temperature 1 (Schulman's
+"k1" estimator); both log-probs come from the one log-prob routine (prefrun.lm.logprobs.score_rows).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from statistics import fmean
+from typing import Any
+
+from prefrun.errors import PrefrunError
+from prefrun.evaluation.base import EvalInputs
+
+
+def settings_for(inputs: EvalInputs, **overrides: Any) -> Any:
+    """The run's sampling settings (the ``generation`` block) with an evaluator's ``overrides``."""
+    from prefrun.generation import SamplingSettings
+
+    base = inputs.generation if inputs.generation is not None else SamplingSettings()
+    return dataclasses.replace(base, **overrides)
+
+
+def reference_model(inputs: EvalInputs, evaluator: str) -> Any:
+    reference = inputs.reference() if inputs.reference is not None else None
+    if reference is None:
+        raise PrefrunError(f"eval={evaluator} compares the policy with its reference, and this run has none")
+    return reference
+
+
+def sample_both(inputs: EvalInputs, prompts: list[Any], settings: Any, evaluator: str) -> tuple[Any, Any]:
+    """(reference samples, policy samples) of ``prompts``: prefrun.generation.Samples, K = settings.n each."""
+    from prefrun.generation import encode_prompts, sample
+
+    if not prompts:
+        raise PrefrunError(f"eval={evaluator}: the dataset has no held-out prompts to sample")
+    reference = reference_model(inputs, evaluator)
+    prompt_ids = encode_prompts(inputs.tokenizer, prompts, inputs.max_prompt_len)
+    ref = sample(reference, inputs.tokenizer, prompt_ids, settings)
+    pol = sample(inputs.policy, inputs.tokenizer, prompt_ids, settings)
+    return ref, pol
+
+
+def kl_estimate(policy: Any, reference: Any, samples: Any, batch_size: int = 64) -> float:
+    """Mean of log π(y) − log π_ref(y) over every sample y of ``samples`` (drawn from the policy)."""
+    from prefrun.lm.logprobs import score_rows
+
+    rows = [{"prompt_ids": p, "response_ids": ids} for p, ids in zip(samples.prompt_ids, samples.token_ids)]
+    logp_pi, _ = score_rows(policy, rows, batch_size=batch_size)
+    logp_ref, _ = score_rows(reference, rows, batch_size=batch_size)
+    return fmean(a - b for row_pi, row_ref in zip(logp_pi, logp_ref) for a, b in zip(row_pi, row_ref))

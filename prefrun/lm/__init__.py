@@ -1,0 +1,1 @@
+"""Language-model primitives every stage shares: response log-probs (``logprobs``)."""

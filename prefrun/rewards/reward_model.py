@@ -1,0 +1,131 @@
+"""``reward=reward_model``: a sequence-classification checkpoint with one output, read as a Bradley–Terry reward.
+
+    score:  s(x, y) = r_θ(x, y)          the model's logit (num_labels = 1) at the sequence's last token
+    prefer: P_ij = σ(s_i − s_j)          Bradley & Terry 1952; the reward-model loss of Ouyang et al. 2022
+                                         (arXiv 2203.02155, eq. 1) and of TRL's RewardTrainer
+
+Any checkpoint whose ``config.architectures`` names a ``*ForSequenceClassification`` class with
+``num_labels = 1`` (a local directory, a hub id, or a model preset): prefrun's own (``task=reward_model``),
+TRL's RewardTrainer output, or a hub reward model. It loads in the preset's dtype (float32 on CPU).
+
+The text scored (``reward.template``):
+
+- ``chat`` (default), when the tokenizer has a chat template: the prompt as the user turn (or the
+  prompt's own messages) and the response as the assistant turn, rendered by that template — how
+  reward models trained on conversations (TRL's conversational data) read their inputs;
+- ``plain``, or no chat template: prompt + response + EOS, as TRL's RewardTrainer renders plain-text data.
+
+Batches are right-padded: the transformers pooling takes the rightmost non-pad token either way, but
+left padding would shift the positions of the real tokens (Llama counts positions from the first slot),
+so a score would depend on its batch-mates.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefrun.errors import PrefrunError
+from prefrun.models.loading import load_tokenizer, model_dtype
+from prefrun.rewards import REWARDS
+from prefrun.rewards.base import RewardContext, RewardSource, bradley_terry
+from prefrun.rewards.model_ref import resolve_model
+
+FIX = "point reward.path at a reward model (one trained by `prefrun task=reward_model`, or a hub reward model)"
+
+
+def check_reward_model(path: str, revision: str | None = None) -> Any:
+    """The checkpoint's config; a model that is not a one-output sequence classifier is a one-line error."""
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(path, revision=revision)
+    except (OSError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise PrefrunError(f"reward.path={path!r}: cannot read its config ({first}); {FIX}") from None
+    archs = list(config.architectures or [])
+    if not any(a.endswith("ForSequenceClassification") for a in archs):
+        raise PrefrunError(
+            f"reward.path={path!r} is not a sequence-classification model (architectures: "
+            f"{', '.join(archs) or 'none'}); {FIX}"
+        )
+    if config.num_labels != 1:
+        raise PrefrunError(
+            f"reward.path={path!r} has num_labels={config.num_labels}, a reward model has one output; {FIX}"
+        )
+    return config
+
+
+@REWARDS.register("reward_model")
+class RewardModelReward(RewardSource):
+    name = "reward_model"
+    link = staticmethod(bradley_terry)
+
+    def __init__(self, cfg: Any, context: RewardContext) -> None:
+        super().__init__()
+        self.ref = resolve_model(cfg, context, "reward_model")
+        self.config = check_reward_model(self.ref.path, self.ref.model_cfg.get("revision"))
+        self.device = context.device
+        self.batch_size = int(cfg.get("batch_size", 16))
+        self.template = str(cfg.get("template", "chat"))
+        if self.template not in ("chat", "plain"):
+            raise PrefrunError(f"reward.template={self.template!r} must be chat or plain")
+        self.max_length = cfg.get("max_length")
+        self._model: Any = None
+        self._tokenizer: Any = None
+
+    def _load(self) -> tuple[Any, Any]:
+        """Weights on first use: building the source only checks the checkpoint."""
+        if self._model is None:
+            import torch
+            from transformers import AutoModelForSequenceClassification
+
+            model_cfg = self.ref.model_cfg
+            self._tokenizer = load_tokenizer(self.ref.path, model_cfg)
+            self._tokenizer.padding_side = "right"
+            self._model = AutoModelForSequenceClassification.from_pretrained(
+                self.ref.path,
+                dtype=getattr(torch, model_dtype(model_cfg, self.device)),
+                attn_implementation=model_cfg.get("attn_implementation", "sdpa"),
+                **({} if model_cfg.get("builtin") else {"revision": model_cfg.get("revision")}),
+            )
+            if self._model.config.pad_token_id is None:  # as TRL's RewardTrainer sets it before training
+                self._model.config.pad_token_id = self._tokenizer.pad_token_id
+            self._model.to(self.device).eval()
+        return self._model, self._tokenizer
+
+    def render(self, prompt: Any, response: str) -> list[int]:
+        """The token ids the model scores for (prompt, response)."""
+        _, tokenizer = self._load()
+        if self.template == "chat" and tokenizer.chat_template:
+            messages = prompt if isinstance(prompt, list) else [{"role": "user", "content": prompt}]
+            encoded = tokenizer.apply_chat_template(
+                [*messages, {"role": "assistant", "content": response}], tokenize=True, return_dict=True
+            )
+            ids = list(encoded["input_ids"])
+        elif isinstance(prompt, list):
+            raise PrefrunError(
+                f"reward.path={self.ref.path!r}: chat prompts need a chat template (the tokenizer has none, or "
+                "reward.template=plain); give the model preset a chat_template"
+            )
+        else:
+            ids = list(tokenizer(prompt + response + tokenizer.eos_token)["input_ids"])
+        limit = int(self.max_length or getattr(self.config, "max_position_embeddings", 0) or len(ids))
+        return ids[-limit:]  # keep the end: the score is read at the last token
+
+    def _score_flat(self, prompts: list[Any], responses: list[str]) -> list[float]:
+        import torch
+
+        model, tokenizer = self._load()
+        rows = [self.render(p, r) for p, r in zip(prompts, responses)]
+        out: list[float] = []
+        with torch.no_grad():
+            for start in range(0, len(rows), self.batch_size):
+                chunk = rows[start : start + self.batch_size]
+                width = max(len(r) for r in chunk)
+                ids = torch.full((len(chunk), width), model.config.pad_token_id, dtype=torch.long)
+                mask = torch.zeros((len(chunk), width), dtype=torch.long)
+                for n, r in enumerate(chunk):
+                    ids[n, : len(r)], mask[n, : len(r)] = torch.tensor(r), 1
+                logits = model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device)).logits
+                out.extend(logits[:, 0].float().cpu().tolist())
+        return out

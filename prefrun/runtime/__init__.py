@@ -1,0 +1,1 @@
+"""Leaf services every layer may use: ranks, checkpoints and resume, experiment tracking, threads."""

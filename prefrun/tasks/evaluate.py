@@ -1,0 +1,152 @@
+"""The evaluate task: evaluate finished runs after the fact, from their saved policies.
+
+    prefrun task=evaluate runs=outputs/lipo_vs_dpo 'eval=[preference,judge]' reward=judge reward.model=tiny
+
+``runs`` is a run directory, a folder holding runs (every results.json below it), or a glob. Each run is
+evaluated with its own data, objective, model settings and reference, and the evaluators, reward source
+and sampling settings of this command; the figures go to ``<run>/eval/<evaluator>.json``, never into
+the run's results.json. A run whose evaluation file already holds the same settings is skipped (a
+killed evaluation resumes); ``run.overwrite=true`` evaluates again.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from prefrun.errors import PrefrunError
+from prefrun.objectives.config import build_objective
+from prefrun.results.files import write_json
+from prefrun.tasks import TASKS
+from prefrun.tasks.base import RunContext
+from prefrun.tasks.steps import evaluate_policy, flat_metrics, selected_evaluators
+
+EVAL_DIR = "eval"
+
+
+def finished_runs(pattern: str) -> list[Path]:
+    """Run directories named by ``pattern`` (a run, a folder of runs, or a glob) that hold results.json."""
+    roots = [Path(p) for p in sorted(glob.glob(str(Path(pattern).expanduser())))] or [Path(pattern).expanduser()]
+    found: list[Path] = []
+    for root in roots:
+        if (root / "results.json").is_file():
+            found.append(root)
+        elif root.is_dir():
+            found.extend(sorted(p.parent for p in root.rglob("results.json") if ".cache" not in p.parts))
+    runs = [r for r in dict.fromkeys(found) if json.loads((r / "results.json").read_text()).get("task") != "evaluate"]
+    if not runs:
+        raise PrefrunError(
+            f"runs={pattern!r}: no finished run (a directory with results.json) there; "
+            "give a run directory, a folder of runs or a glob"
+        )
+    return runs
+
+
+def _settings_key(cfg: DictConfig, name: str) -> str:
+    """What an evaluation's figures depend on beyond the run: its settings, the reward source, the sampler."""
+    blob = {k: OmegaConf.to_container(cfg[k], resolve=True) for k in ("reward", "generation")}
+    blob["evaluator"] = OmegaConf.to_container(cfg.eval[name], resolve=True) if name in cfg.eval else {}
+    blob["split"], blob["seed"] = cfg.eval.get("split", "test"), cfg.seed
+    return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:16]
+
+
+@TASKS.register("evaluate")
+class EvaluateTask:
+    name = "evaluate"
+    stage_labels = {"eval_s": "eval"}
+
+    def check(self, cfg: DictConfig) -> None:
+        from prefrun.evaluation import EVALUATORS
+
+        if not selected_evaluators(cfg.eval):
+            raise PrefrunError("task=evaluate needs evaluators: eval=[preference] or eval=[judge], ...")
+        for name in selected_evaluators(cfg.eval):
+            EVALUATORS.get(name)
+        for run_dir in finished_runs(str(cfg.runs)):
+            if not (run_dir / "model").is_dir():
+                raise PrefrunError(
+                    f"{run_dir} has no saved model (model/): it ran with run.save_model=false or before prefrun "
+                    "saved policies; train it again to evaluate it"
+                )
+
+    def prepare(self, cfg: DictConfig) -> None:
+        """Nothing to share across ranks: each evaluation loads its own run."""
+
+    def run(self, cfg: DictConfig, ctx: RunContext) -> dict[str, Any]:
+        evaluated: dict[str, Any] = {}
+        with ctx.stage("eval_s"):
+            for run_dir in finished_runs(str(cfg.runs)):
+                evaluated[str(run_dir)] = self.evaluate_run(cfg, run_dir, ctx)
+        return {"objective": "evaluate", "runs": evaluated}
+
+    def evaluate_run(self, cfg: DictConfig, run_dir: Path, ctx: RunContext) -> dict[str, Any]:
+        """One finished run, with this command's evaluators; {evaluator: {metrics, rows, ...}}."""
+        from prefrun.data.sources import build_data
+        from prefrun.models.loading import load_model, load_tokenizer
+
+        names = selected_evaluators(cfg.eval)
+        keys = {name: _settings_key(cfg, name) for name in names}
+        out: dict[str, Any] = {}
+        todo = []
+        for name in names:
+            path = run_dir / EVAL_DIR / f"{name}.json"
+            if path.is_file() and not cfg.run.overwrite:
+                previous = json.loads(path.read_text())
+                if previous.get("settings_key") == keys[name]:
+                    out[name] = previous
+                    continue
+            todo.append(name)
+        if not todo:
+            return out
+        run_cfg = OmegaConf.load(run_dir / "config.yaml")
+        results = json.loads((run_dir / "results.json").read_text())
+        reference_path = results.get("reference_path")
+        if not reference_path or not Path(reference_path).exists() and reference_path.startswith(("/", ".")):
+            raise PrefrunError(f"{run_dir}: its reference model ({reference_path}) is gone; rerun the run to rebuild it")
+        # The run's data, model and lengths; this command's evaluators, reward source, sampler and caches.
+        merged = run_cfg.copy()
+        for key in ("reward", "generation", "paths"):
+            merged[key] = cfg[key]
+        merged.eval = OmegaConf.create({k: cfg.eval[k] for k in cfg.eval if k in todo or not isinstance(cfg.eval[k], DictConfig)})
+        data = build_data(merged.dataset, merged.seed, eval_split=cfg.eval.get("split", "test"))
+        policy = load_model(str(run_dir / "model"), merged.model, ctx.device).to(ctx.device).eval()
+        tokenizer = load_tokenizer(str(run_dir / "model"), merged.model)
+        per_evaluator, rows = evaluate_policy(
+            merged,
+            policy=policy,
+            tokenizer=tokenizer,
+            reference_path=reference_path,
+            data=data,
+            objective=build_objective(merged.objective),
+            device=ctx.device,
+        )
+        for name, metrics in per_evaluator.items():
+            entry = {
+                "metrics": flat_metrics({name: metrics}),
+                "rows": [[r.label, r.reference, r.policy] for r in rows[name]],
+                "settings_key": keys.get(name, _settings_key(cfg, name)),
+                "evaluator": name,
+            }
+            if ctx.main_process:
+                write_json(run_dir / EVAL_DIR / f"{name}.json", entry)
+            out[name] = entry
+        return out
+
+    @staticmethod
+    def summary(results: dict[str, Any]) -> str:
+        """One table: a row per (run, metric) for every scalar metric of every evaluator."""
+        lines = [f"prefrun: evaluated {len(results['runs'])} run(s)"]
+        width = max([len(str(r)) for r in results["runs"]] + [3])
+        lines.append(f"{'run':{width}}  {'metric':34}{'value':>12}")
+        for run_dir, evaluations in results["runs"].items():
+            for entry in evaluations.values():
+                for key, value in entry["metrics"].items():
+                    if isinstance(value, int | float) and not isinstance(value, bool):
+                        lines.append(f"{run_dir:{width}}  {key:34}{value:>12.4f}")
+        lines.append(f"wall time {results['timings']['wall_s']:.1f}s")
+        return "\n".join(lines)

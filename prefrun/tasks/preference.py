@@ -1,0 +1,163 @@
+"""The preference task (the default): data → SFT reference → preference training → saved policy → evaluation.
+
+    prefrun objective=lipo dataset=ultrafeedback model=qwen2_5_0_5b
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+from prefrun.errors import PrefrunError
+from prefrun.objectives.config import build_objective
+from prefrun.tasks import TASKS
+from prefrun.tasks.base import RunContext
+from prefrun.tasks.steps import device_of, evaluate_policy, flat_metrics, selected_evaluators, sft_reference
+
+log = logging.getLogger("prefrun")
+
+
+def _training_records(cfg: DictConfig, objective: Any, data: Any) -> list[dict]:
+    """The records the objective trains on (a curriculum shapes its own pairs from the lists)."""
+    from prefrun.data.shaping import shape_for_objective
+
+    if not data.train:
+        raise PrefrunError(f"dataset {cfg.dataset.name} is empty; check dataset.path and dataset.splits")
+    records = data.train if cfg.curriculum.name != "none" else shape_for_objective(data.train, objective, cfg.dataset)
+    if not records:
+        raise PrefrunError(
+            f"dataset {cfg.dataset.name} yields no training example for objective {objective.name} (all lists tied?)"
+        )
+    return records
+
+
+def add_baselines(cfg: DictConfig, objective: Any, data: Any, device: str) -> dict[str, int] | None:
+    """PoFT's baseline_logps computed by the models of ``objective.baselines`` (cached); None when none are listed.
+
+    The field comes from the data (dataset.fields.baseline_logps) or from baselines, never both: given
+    both, the run stops rather than silently preferring one.
+    """
+    baselines = cfg.objective.get("baselines")
+    if not baselines:
+        return None
+    if "baseline_logps" not in objective.spec.inputs:
+        raise PrefrunError(f"objective {objective.name} takes no baseline_logps; remove objective.baselines")
+    if any("baseline_logps" in r for r in data.train):
+        raise PrefrunError(
+            f"dataset {cfg.dataset.name} already gives baseline_logps (dataset.fields.baseline_logps) and "
+            "objective.baselines lists models to compute them; keep one of the two"
+        )
+    from prefrun.runtime.distributed import rank0_first
+    from prefrun.trainers.baseline_scores import score_records
+
+    with rank0_first():  # rank 0 scores and caches, the other ranks (if already started) load the cache
+        stats = score_records(
+            data.train,
+            baselines,
+            words=data.words,
+            cache_dir=cfg.paths.cache_dir,
+            device=device,
+            max_prompt_len=cfg.train.max_prompt_len,
+            max_response_len=cfg.train.max_response_len,
+        )
+    log.info("baseline_logps from %d model(s): %d cached, %d computed", stats["models"], stats["hits"], stats["misses"])
+    return stats
+
+
+@TASKS.register("preference")
+class PreferenceTask:
+    name = "preference"
+    stage_labels = {"build_s": "build", "sft_s": "SFT", "train_s": "training", "save_s": "save", "eval_s": "eval"}
+
+    def check(self, cfg: DictConfig) -> None:
+        from prefrun.trainers.settings import TrainSettings
+
+        build_objective(cfg.objective)
+        TrainSettings.from_config(cfg)
+
+    def prepare(self, cfg: DictConfig) -> None:
+        """Data, the base model and the cached SFT reference, so N ranks find them instead of building them."""
+        from prefrun.data.sources import build_data
+        from prefrun.models.loading import base_model_path, saved_policy_dir
+
+        objective = build_objective(cfg.objective)
+        data = build_data(cfg.dataset, cfg.seed)
+        _training_records(cfg, objective, data)  # its errors, before N processes start
+        base = base_model_path(cfg.model, data.words, Path(cfg.paths.cache_dir) / "models")
+        sft_reference(cfg, data, base, from_saved_policy=saved_policy_dir(cfg.model.get("path") or ".") is not None)
+
+    def run(self, cfg: DictConfig, ctx: RunContext) -> dict[str, Any]:
+        from prefrun.data.sources import build_data
+        from prefrun.models.loading import base_model_path, saved_policy_dir
+        from prefrun.results.metrics_log import training_summary
+        from prefrun.trainers.settings import TrainSettings
+
+        objective = build_objective(cfg.objective)
+        settings = TrainSettings.from_config(cfg)
+        curriculum = cfg.curriculum.name != "none"
+        with ctx.stage("build_s"):
+            data = build_data(cfg.dataset, cfg.seed, eval_split=cfg.eval.get("split", "test"))
+            if "preference" in selected_evaluators(cfg.eval) or data.reward_fn is None:
+                data.eval_records  # noqa: B018 - a missing eval split fails now, not after training
+            baseline_cache = add_baselines(cfg, objective, data, ctx.device)
+            records = _training_records(cfg, objective, data)
+            base = base_model_path(cfg.model, data.words, Path(cfg.paths.cache_dir) / "models")
+        with ctx.stage("sft_s"):
+            saved = saved_policy_dir(cfg.model.get("path") or ".") is not None
+            reference_path = sft_reference(cfg, data, base, from_saved_policy=saved)
+        with ctx.stage("train_s"):
+            if curriculum:
+                from prefrun.trainers.stages import train_curriculum
+
+                policy, tokenizer, stats = train_curriculum(
+                    settings, cfg.curriculum, objective, records, reference_path, ctx.run_dir, ctx.device
+                )
+            else:
+                from prefrun.trainers.preference import train_preference
+
+                policy, tokenizer, stats = train_preference(
+                    settings, objective, records, reference_path, ctx.run_dir, ctx.device
+                )
+        if baseline_cache is not None:
+            stats = {**stats, "baseline_cache": baseline_cache}
+        saved_model = None
+        if cfg.run.save_model:
+            with ctx.stage("save_s"):
+                saved_model = save_trained(policy, tokenizer, ctx)
+        from prefrun.trainers.preference import merged
+
+        policy = merged(policy).to(ctx.device).eval()
+        with ctx.stage("eval_s"):
+            per_evaluator, rows = evaluate_policy(
+                cfg,
+                policy=policy,
+                tokenizer=tokenizer,
+                reference_path=reference_path,
+                data=data,
+                objective=objective,
+                device=ctx.device,
+            )
+        return {
+            "objective": objective.name if not curriculum else f"{objective.name}+{cfg.curriculum.name}",
+            "hparams": dict(objective.hparams),
+            "train": {"lr": cfg.train.lr, "steps": cfg.train.steps, "batch_size": cfg.train.batch_size},
+            "reference_path": reference_path,
+            "model_dir": saved_model,
+            "eval": flat_metrics(per_evaluator),
+            "eval_rows": [[r.label, r.reference, r.policy] for evaluator_rows in rows.values() for r in evaluator_rows],
+            "training": stats,
+            "training_summary": training_summary(ctx.run_dir / "metrics.jsonl"),
+        }
+
+
+def save_trained(policy: Any, tokenizer: Any, ctx: RunContext) -> dict[str, Any] | None:
+    """The trained policy into ``model/`` (rank 0; the LoRA adapter alone under PEFT); its size for results."""
+    if not ctx.main_process:
+        return None
+    from prefrun.models.saving import directory_size, save_policy
+
+    path = save_policy(policy, tokenizer, ctx.run_dir)
+    return {"path": str(path), "bytes": directory_size(path), "adapter": hasattr(policy, "peft_config")}

@@ -1,0 +1,127 @@
+"""Steps several tasks share: the SFT reference, the models of a run, and running the chosen evaluators."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+from prefrun.errors import PrefrunError
+
+log = logging.getLogger("prefrun")
+
+
+def records_fingerprint(records: list[dict]) -> str:
+    """A content hash of records: what the SFT cache key needs, and nothing unrelated to them."""
+    return hashlib.sha256(json.dumps(records, sort_keys=True).encode()).hexdigest()
+
+
+def sft_reference(cfg: DictConfig, data: Any, base: str, *, from_saved_policy: bool = False) -> str:
+    """The reference model's path: the cached SFT of ``base`` on the task's SFT data, or ``base`` itself.
+
+    ``sft.enabled=auto`` fine-tunes when the dataset provides SFT data, unless the model is a saved prefrun
+    policy (``model.path=<run dir>``): that one continues from where its run stopped.
+    """
+    from prefrun.trainers.sft_stage import run_sft
+
+    enabled = cfg.sft.enabled
+    if enabled == "auto":
+        enabled = data.sft is not None and not from_saved_policy
+    if not enabled:
+        return base
+    if data.sft is None:
+        raise PrefrunError(f"sft.enabled=true but dataset {cfg.dataset.name} provides no SFT data")
+    sft_cfg = {k: cfg.sft[k] for k in ("steps", "batch_size", "lr", "warmup_steps")}
+    sft_cfg.update(seed=0, max_prompt_len=cfg.train.max_prompt_len, max_response_len=cfg.train.max_response_len)
+    return str(run_sft(base, data.sft, sft_cfg, Path(cfg.paths.cache_dir) / "sft", records_fingerprint(data.sft)))
+
+
+def device_of(cfg: DictConfig) -> str:
+    import torch
+
+    return "cuda" if cfg.hardware.accelerator == "cuda" and torch.cuda.is_available() else "cpu"
+
+
+def selected_evaluators(eval_cfg: DictConfig) -> list[str]:
+    """The evaluators ``eval=[...]`` composed, in order (each sits under its own key of ``eval``)."""
+    return [name for name, value in eval_cfg.items() if isinstance(value, DictConfig)]
+
+
+def evaluate_policy(
+    cfg: DictConfig,
+    *,
+    policy: Any,
+    tokenizer: Any,
+    reference_path: str,
+    data: Any,
+    objective: Any,
+    device: str,
+    eval_cfg: DictConfig | None = None,
+) -> tuple[dict[str, dict[str, Any]], dict[str, list[Any]]]:
+    """Run every selected evaluator on ``policy``; returns ({evaluator: metrics}, {evaluator: summary rows}).
+
+    ``oracle`` on a dataset without an oracle gives way to ``preference`` (held-out pairs), which every
+    loaded dataset supports.
+    """
+    from prefrun.evaluation import EVALUATORS
+    from prefrun.evaluation.base import EvalInputs
+    from prefrun.generation import settings_from_config
+    from prefrun.models.loading import load_model
+    from prefrun.rewards import RewardContext, build_reward
+
+    eval_cfg = cfg.eval if eval_cfg is None else eval_cfg
+    names = selected_evaluators(eval_cfg)
+    if "oracle" in names and data.reward_fn is None:
+        log.warning("dataset %s has no oracle: evaluating on its held-out preferences (eval=preference)", cfg.dataset.name)
+        names = [n for n in names if n != "oracle"]
+        if "preference" not in names:
+            names.insert(0, "preference")
+    evaluators = {name: EVALUATORS.get(name) for name in names}  # an unknown name fails before any work
+    cache: dict[str, Any] = {}
+
+    def reference() -> Any:
+        if "reference" not in cache:
+            cache["reference"] = load_model(reference_path, cfg.model, device).to(device).eval()
+        return cache["reference"]
+
+    def reward() -> Any:
+        if "reward" not in cache:
+            context = RewardContext(
+                oracle=data.reward_fn, device=device, cache_dir=str(cfg.paths.cache_dir), words=data.words, seed=cfg.seed
+            )
+            cache["reward"] = build_reward(cfg.reward, context)
+        return cache["reward"]
+
+    inputs = EvalInputs(
+        policy=policy,
+        tokenizer=tokenizer,
+        reference=reference,
+        data=data,
+        objective=objective,
+        reward=reward,
+        generation=settings_from_config(cfg.generation),
+        device=device,
+        seed=cfg.seed,
+        max_prompt_len=cfg.train.max_prompt_len,
+        max_response_len=cfg.train.max_response_len,
+    )
+    metrics: dict[str, dict[str, Any]] = {}
+    rows: dict[str, list[Any]] = {}
+    for name, evaluate in evaluators.items():
+        settings = eval_cfg.get(name) if name in eval_cfg else DictConfig({})
+        result = evaluate(inputs, settings)
+        metrics[name], rows[name] = result.metrics, result.rows
+    return metrics, rows
+
+
+def flat_metrics(per_evaluator: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """One flat dict for results.json's ``eval``: the oracle's keys as they are, others under ``<evaluator>/``."""
+    flat: dict[str, Any] = {}
+    for name, metrics in per_evaluator.items():
+        for key, value in metrics.items():
+            flat[key if name == "oracle" or key.startswith(f"{name}/") else f"{name}/{key}"] = value
+    return flat
