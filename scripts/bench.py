@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""make bench: prefrun against what its users would run instead, side by side on CPU (issue 6).
+"""make bench: prefrun against what its users would run instead, side by side on CPU.
 
     python scripts/bench.py                    # full sizes, 3 repeats; writes outputs/bench/bench.json
     python scripts/bench.py --quick            # tiny sizes: a smoke test of the script itself
@@ -188,12 +188,14 @@ def prefrun_dataset(records: list[dict], tokenizer: Any) -> Any:
     return Dataset.from_list([{**tokenize_record(r, tokenizer, 4096, 4096), "scores": r["scores"]} for r in records])
 
 
-def dpo_args(out: str, batch: int, steps: int, beta: float = 0.1) -> Any:
-    """The runs' own DPOConfig builder, for both sides (TRL reads ``beta``; prefrun's objective has its own)."""
+def dpo_args(out: str, batch: int, steps: int, beta: float = 0.1, device: str = "cpu", **settings: Any) -> Any:
+    """The runs' own DPOConfig builder, for both sides (TRL reads ``beta``; prefrun's objective has its own).
+
+    ``settings``: further TrainSettings fields (``mixed_precision="bf16"`` on a GPU, scripts/gpu_check.py)."""
     from prefrun.trainers.settings import TrainSettings, dpo_config
 
-    settings = TrainSettings(steps=steps, batch_size=batch, lr=1e-6, logging_steps=10_000)
-    return dpo_config(settings, out, "cpu", num_train_epochs=1, report_to=[], beta=beta)
+    settings = TrainSettings(steps=steps, batch_size=batch, lr=1e-6, logging_steps=10_000, **settings)
+    return dpo_config(settings, out, device, num_train_epochs=1, report_to=[], beta=beta)
 
 
 def prefrun_trainer(
@@ -205,7 +207,11 @@ def prefrun_trainer(
     out: str,
     beta: float = 0.1,
     ref_cache: Any = None,
+    model: Any = None,
+    args: Any = None,
+    shared_prompt: str = "auto",
 ) -> Any:
+    """``model`` / ``args`` (optional) replace the fp32 CPU model loaded from ``path`` and the CPU DPOConfig."""
     from prefrun.data.shared_prompt import use_shared_prompt
     from prefrun.objectives import get_objective
     from prefrun.trainers.list_trainer import ListTrainer
@@ -213,24 +219,34 @@ def prefrun_trainer(
     tokenizer = load_tokenizer(path)
     dataset = prefrun_dataset(records, tokenizer)
     trainer = ListTrainer(
-        model=load_model(path),
+        model=model if model is not None else load_model(path),
         objective=get_objective(objective, beta=beta),
-        args=dpo_args(out, batch, steps),
+        args=args if args is not None else dpo_args(out, batch, steps),
         train_dataset=dataset,
         processing_class=tokenizer,
         ref_cache=ref_cache,
-        shared_prompt=use_shared_prompt("auto", dataset),  # what a prefrun run does by default
+        shared_prompt=use_shared_prompt(shared_prompt, dataset),  # "auto": what a prefrun run does by default
     )
     return silent(trainer)
 
 
-def trl_trainer(path: Path, pairs: list[dict], batch: int, steps: int, out: str, beta: float = 0.1) -> Any:
+def trl_trainer(
+    path: Path,
+    pairs: list[dict],
+    batch: int,
+    steps: int,
+    out: str,
+    beta: float = 0.1,
+    model: Any = None,
+    args: Any = None,
+) -> Any:
+    """``model`` / ``args`` (optional) replace the fp32 CPU model loaded from ``path`` and the CPU DPOConfig."""
     from datasets import Dataset
     from trl import DPOTrainer
 
     trainer = DPOTrainer(
-        model=load_model(path),
-        args=dpo_args(out, batch, steps, beta=beta),
+        model=model if model is not None else load_model(path),
+        args=args if args is not None else dpo_args(out, batch, steps, beta=beta),
         train_dataset=Dataset.from_list(pairs),
         processing_class=load_tokenizer(path),
     )

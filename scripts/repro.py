@@ -5,7 +5,9 @@
 
 Reads the experiment's `study` block (conf/experiment/<name>.yaml): for every variant, a multirun over
 its grid on eval.split=validation (seed 0), the best point by `select_by`, then a multirun of that
-point over `seeds` on the test prompts; finally prefrun-compare over the test runs.
+point over `seeds` on the test prompts; finally prefrun-compare over the test runs, with the figures
+(outputs/<name>/plots: reward vs KL, training curves, evaluators) and those of the grid search
+(outputs/<name>_select/plots: one point per grid point).
 """
 
 from __future__ import annotations
@@ -66,11 +68,13 @@ def main(name: str, extra: list[str], only: list[str] | None = None) -> None:
     previous = json.loads(selection.read_text()) if only and selection.exists() else {}
     selection.write_text(json.dumps({**previous, **report}, indent=2))
     print(json.dumps(report, indent=2))
-    subprocess.run(
-        [sys.executable, "-c", "from prefrun.results.compare import main; main()", str(out / name)],
-        check=True,
-        cwd=ROOT,
-    )
+    compare = "import sys; from prefrun.results.compare import main; sys.exit(main())"
+    subprocess.run([sys.executable, "-c", compare, str(out / name), "--plot"], check=True, cwd=ROOT)
+    if (out / f"{name}_select").is_dir():  # the grid search: reward vs KL over each variant's grid
+        from prefrun.results.plots import plot_sweep
+
+        for path in plot_sweep(out / f"{name}_select"):
+            print(f"figure: {path}")
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ FAST = [
     "dataset.sft_records=8000",
     "dataset.train_prompts=3200",
     "train.steps=100",
-    "eval.prompts=256",
+    "eval.oracle.prompts=256",
 ]
 
 

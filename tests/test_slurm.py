@@ -28,7 +28,7 @@ BUDGET = [
     "sft.steps=20",
     "dataset.train_prompts=64",
     "dataset.sft_records=256",
-    "eval.prompts=16",
+    "eval.oracle.prompts=16",
     "logger=none",
 ]
 # Small enough for a 2-CPU runner to hold both jobs at once.

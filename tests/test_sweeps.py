@@ -15,7 +15,7 @@ TINY = [
     "train.steps=3",
     "train.batch_size=8",
     "dataset.train_prompts=24",
-    "eval.prompts=16",
+    "eval.oracle.prompts=16",
     "sft.steps=20",
     "dataset.sft_records=256",
 ]
@@ -42,7 +42,7 @@ def test_grid_multirun_points_share_the_layout_and_compare_in_one_table(tmp_path
         f"default/sort/tiny/{o}/{d}/seed={s}/results.json"
         for o in ("dpo", "ipo")
         for d in [
-            "dataset.sft_records=256,dataset.train_prompts=24,eval.prompts=16,sft.steps=20,"
+            "dataset.sft_records=256,dataset.train_prompts=24,eval.oracle.prompts=16,sft.steps=20,"
             "train.batch_size=8,train.steps=3"
         ]
         for s in (0, 1)

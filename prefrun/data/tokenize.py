@@ -2,7 +2,7 @@
 
 With a chat prompt (a message list) the tokenizer's chat template renders prompt + assistant turn
 together and the response starts where the two token sequences diverge, so BPE merges at the join
-cannot corrupt the completion mask (../shared/OBJECTIVES.md section 0, rule 5).
+cannot corrupt the completion mask. EOS is part of the scored response, as TRL appends it.
 """
 
 from __future__ import annotations

@@ -10,9 +10,6 @@ Each is ``evaluate(inputs: EvalInputs, settings) -> Evaluation`` with its settin
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
 from prefrun.evaluation.base import EvalInputs, Evaluation, Row, header, render_rows
 from prefrun.registry import Registry
 
@@ -26,20 +23,5 @@ EVALUATORS = Registry(
     ),
     config_key="eval",
 )
-SHARED_KEYS = ("split",)  # keys of cfg.eval that are not an evaluator's settings block
 
-
-def selected(eval_cfg: Mapping[str, Any]) -> list[str]:
-    """The evaluators a composed ``eval`` block selects, in order: its keys other than the shared ones.
-
-    ``eval=[oracle,judge]`` composes conf/eval/oracle.yaml and judge.yaml, each holding its settings under
-    its own name; ``eval=none`` composes none. Each name is checked against the registry (an unknown one
-    is a one-line error listing the available evaluators).
-    """
-    names = [str(key) for key in eval_cfg if key not in SHARED_KEYS]
-    for name in names:
-        EVALUATORS.get(name)
-    return names
-
-
-__all__ = ["EVALUATORS", "EvalInputs", "Evaluation", "Row", "header", "render_rows", "selected"]
+__all__ = ["EVALUATORS", "EvalInputs", "Evaluation", "Row", "header", "render_rows"]

@@ -8,9 +8,13 @@ For each held-out prompt x, one policy sample y_π and one reference sample y_re
 The position-swap protocol (fixed | random | both, ``reward.swap``) belongs to the source: a judge shows
 the pair in the orders it chooses and maps its verdicts back; the oracle's preference is exact. The
 source's consistency (both orders agree), unparsed rate and first-position rate are reported from its
-``stats()``. The length-controlled win rate (Dubois et al. 2024, arXiv 2404.04475) is the win rate the
-same judge would give at equal answer lengths (prefrun.evaluation.stats.length_controlled_win_rate),
-Δlen = len(y_ref) − len(y_π) in characters.
+``stats()`` (its counters so far, this evaluation's calls included). Under a first-position bias, ``fixed``
+reports the bias, not the policy; ``random`` and ``both`` remove it but pull a real gap toward ½ (a
+simulated judge with b = 1: true 0.602, fixed 0.779, random 0.588, both 0.589).
+
+The length-controlled win rate (Dubois et al. 2024, arXiv 2404.04475) is the win rate the same judge would
+give at equal answer lengths (prefrun.evaluation.stats.length_controlled_win_rate), Δlen = len(y_ref) −
+len(y_π) in characters.
 
 Settings (conf/eval/judge.yaml): prompts, seed, bootstrap; other sampling settings from ``generation``.
 """
@@ -70,7 +74,7 @@ def evaluate(inputs: EvalInputs, settings: Any) -> Evaluation:
     )
     metrics["source"] = getattr(source, "name", "")
     rows = [
-        Row(f"judge ({metrics['source']}) win rate"[:22], "", f"{metrics['win_rate']:.3f}"),
+        Row("judge win rate", "", f"{metrics['win_rate']:.3f}"),
         Row("  95% interval", "", f"{metrics['win_rate_low']:.2f}-{metrics['win_rate_high']:.2f}"),
         Row("  length-controlled", "", f"{metrics['lc_win_rate']:.3f}"),
         Row("answer length (chars)", f"{metrics['reference_chars']:.1f}", f"{metrics['policy_chars']:.1f}"),

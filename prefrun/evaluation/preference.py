@@ -114,14 +114,13 @@ def evaluate(inputs: EvalInputs, settings: Any) -> Evaluation:
 
 
 def _rows(m: dict[str, Any], with_reference: bool) -> list[Row]:
-    def cells(key: str) -> tuple[str, str]:
-        return (f"{m['reference_' + key]:.3f}" if with_reference else "", f"{m[key]:.3f}")
-
+    """Accuracy of both models; margins of the policy only (the reference's are on another scale)."""
+    reference = f"{m['reference_accuracy']:.3f}" if with_reference else ""
     return [
         Row("held-out pairs", "", str(m["pairs"])),
-        Row("pair accuracy", *cells("accuracy")),
-        Row("reward margin mean", *cells("margin_mean")),
-        Row("reward margin q25", *cells("margin_q25")),
-        Row("reward margin median", *cells("margin_median")),
-        Row("reward margin q75", *cells("margin_q75")),
+        Row("pair accuracy", reference, f"{m['accuracy']:.3f}"),
+        Row("reward margin mean", "", f"{m['margin_mean']:.3f}"),
+        Row("reward margin q25", "", f"{m['margin_q25']:.3f}"),
+        Row("reward margin median", "", f"{m['margin_median']:.3f}"),
+        Row("reward margin q75", "", f"{m['margin_q75']:.3f}"),
     ]

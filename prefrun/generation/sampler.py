@@ -11,8 +11,9 @@ token, so the prompt is computed B times instead of K·B times. Position ids are
 mask exactly as ``generate`` derives them, so left padding gives the same logits as an unpadded prompt. The
 rows are laid out as the plain way lays them out (the prompt repeated K times, row b·K + k), so both draw the
 same random numbers in the same order: with equal seeds they give equal samples, unless the float difference
-between the two prefills (~1e-7 in the logits) flips a draw. K = 1 and greedy decoding (whose K samples are
-one sample, computed once and repeated) call ``generate`` plainly.
+between the two prefills (~1e-7 in the logits) flips a draw. K = 1, greedy decoding (whose K samples are
+one sample, computed once and repeated) and a model whose generation config names its own cache (static,
+hybrid) call ``generate`` plainly.
 
 Log-probs are read from generate's raw logits (``output_logits``: before temperature, top-k and top-p), in
 fp32: those of the sampling model at temperature 1, whatever the sampling settings. They cost
@@ -160,6 +161,8 @@ def _hf_generate(
         kwargs.update(do_sample=True, temperature=settings.temperature, top_k=settings.top_k, top_p=settings.top_p)
     if settings.stop:
         kwargs.update(stop_strings=list(settings.stop), tokenizer=tokenizer)
+    # A model whose generation config asks for its own cache (static, hybrid) cannot be handed one: plain way.
+    shared = k > 1 and getattr(model.generation_config, "cache_implementation", None) is None
     rows: list[list[list[int]]] = []
     steps: list[list[torch.Tensor]] = []
     devices = [device] if device.type != "cpu" else []
@@ -167,7 +170,7 @@ def _hf_generate(
         torch.manual_seed(settings.seed)
         for start in range(0, len(prompt_ids), settings.batch_size):
             ids, mask = _left_pad(prompt_ids[start : start + settings.batch_size], pad, device)
-            cache = {"past_key_values": prefill(model, ids, mask, k)} if k > 1 and ids.shape[1] > 1 else {}
+            cache = {"past_key_values": prefill(model, ids, mask, k)} if shared and ids.shape[1] > 1 else {}
             out = model.generate(
                 input_ids=ids.repeat_interleave(k, 0), attention_mask=mask.repeat_interleave(k, 0), **kwargs, **cache
             )
@@ -177,9 +180,10 @@ def _hf_generate(
                 dim=1,
             ).cpu()
             flat = new.tolist()
+            copies = settings.n // k  # greedy: the one sample, n times
             for b in range(ids.shape[0]):
-                rows.append(flat[b * k : (b + 1) * k] * (settings.n // k))
-                steps.append(list(logps[b * k : (b + 1) * k]) * (settings.n // k))
+                rows.append([list(r) for r in flat[b * k : (b + 1) * k] for _ in range(copies)])
+                steps.append([t for t in logps[b * k : (b + 1) * k] for _ in range(copies)])
     return rows, steps
 
 

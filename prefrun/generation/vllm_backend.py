@@ -107,4 +107,4 @@ def vllm_generate(model: Any, tokenizer: Any, prompt_ids: list[list[int]], setti
     ]
     outputs = engine.llm.generate([{"prompt_token_ids": p} for p in prompt_ids], params, use_tqdm=False)
     rows = [[list(c.token_ids) for c in out.outputs] for out in outputs]
-    return [r * settings.n if greedy else r for r in rows]
+    return [[list(r[0]) for _ in range(settings.n)] if greedy else r for r in rows]

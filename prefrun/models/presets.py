@@ -7,7 +7,6 @@ resolves it here, so a preset means the same thing everywhere.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from omegaconf import DictConfig
 

@@ -1,6 +1,6 @@
 """Shared tensor helpers for objectives: picking chosen/rejected, pair masks, the core metrics.
 
-Conventions (see ../shared/OBJECTIVES.md section 0): every tensor is [B, K]; ``mask`` marks real
+Conventions: every tensor is [B, K]; ``mask`` marks real
 list entries (False = padding); ``scores`` are higher-is-better; log-probs are summed over response
 tokens and ``lengths`` holds the response token counts.
 """

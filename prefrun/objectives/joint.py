@@ -1,4 +1,4 @@
-"""Joint preferences: comparing responses to different prompts (../shared/OBJECTIVES.md section 10).
+"""Joint preferences: comparing responses to different prompts (DOVE, Bansal et al. 2024, arXiv 2404.00530).
 
 The list holds K = 2 (prompt, response) pairs that may answer different prompts. Registered with
 ``joint=True``: the trainer scores the prompt tokens too, so ``policy_logps`` and ``ref_logps`` are

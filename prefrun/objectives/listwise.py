@@ -1,6 +1,6 @@
 """Objectives on ranked lists of K ≥ 2 responses: LiPO-λ, list-MLE, softmax cross-entropy, all-pairs DPO, PRO.
 
-Arguments, all [B, K] (../shared/OBJECTIVES.md sections 0, 2, 3):
+Arguments, all [B, K], in the notation of LiPO (Liu et al. 2024, arXiv 2402.01878):
 
 - ``policy_logps``, ``ref_logps``: summed response log-probs log π(y) (``ref_logps`` is 0 for
   reference-free objectives); ρ = policy_logps − ref_logps is the log-ratio.
@@ -132,7 +132,7 @@ def _plackett_luce(logits: torch.Tensor, temps: torch.Tensor, negatives: torch.T
 
 @register("listmle", data="list", needs_reference=True, min_k=2)
 def listmle(policy_logps, ref_logps, scores, mask, lengths, *, beta: float = 0.1) -> ObjectiveOutput:
-    """List-MLE / DPO-PL, the Plackett-Luce likelihood of the ranking (OBJECTIVES.md section 2, as in
+    """List-MLE / DPO-PL, the Plackett-Luce likelihood of the ranking (as in
     Liu et al. 2024, arXiv 2402.01878; Rafailov et al. 2023, arXiv 2305.18290, appendix A.3):
 
     L_list = −Σ_{k=1}^{n−1} [s_{τ_k} − logsumexp_{j≥k} s_{τ_j}],  s = β·ρ (summed log-ratios),

@@ -1,7 +1,7 @@
 """The DPO family on pairs: each list holds K = 2 responses, the higher-scored one is chosen.
 
-All use summed log-ratios ρ = log π_θ(y) − log π_ref(y) and the margin h = ρ_w − ρ_l
-(../shared/OBJECTIVES.md section 1).
+All use summed log-ratios ρ = log π_θ(y) − log π_ref(y) and the margin h = ρ_w − ρ_l, the quantities of
+Eq. 7 of Rafailov et al. 2023 (arXiv 2305.18290).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Each list holds K = 2 responses; the higher-scored one is chosen (w). ℓ(y) is the summed response log-prob
 and ℓ̄(y) = ℓ(y)/|y| the per-token mean (|y| = ``lengths``, clamped ≥ 1). ``ref_logps`` arrive as zeros and
-are never read by the losses; logged rewards are β·ℓ(y) (../shared/OBJECTIVES.md §1, §11, §15).
+are never read by the losses; logged rewards are β·ℓ(y). Each objective's docstring cites its paper.
 """
 
 from __future__ import annotations
@@ -167,8 +167,8 @@ def slic(
     """SLiC-HF (Zhao et al. 2023, arXiv 2305.10425), reference-free calibration + regularisation:
 
     L = mean [max(0, δ − ℓ(y_w) + ℓ(y_l)) − λ·ℓ(y_w)], δ = ``delta``, λ = ``reg_weight``, summed log-probs;
-    the regularisation target y_ref is the chosen response. Defaults δ = 1, λ = 0.5 are unverified [U] (see
-    OBJECTIVES §1). Not TRL's ``"hinge"`` (which uses the reference); closest to
+    the regularisation target y_ref is the chosen response. Defaults δ = 1, λ = 0.5 are not checked against
+    the paper [U]. Not TRL's ``"hinge"`` (which uses the reference); closest to
     ``CPOTrainer("hinge")``, which scales by β and takes a token-mean NLL. Data: pairwise.
     """
     lp_w, lp_l = chosen_rejected(policy_logps, scores, mask)

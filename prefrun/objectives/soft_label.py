@@ -1,7 +1,8 @@
 """Objectives that regress implicit rewards onto soft preference labels: SPPO (soft) and iREPO.
 
 Both use summed log-ratios ρ = log π_θ(y) − log π_ref(y) and a reference that should be the previous
-iterate, refreshed each iteration of their self-play loop (../shared/OBJECTIVES.md §6, §7).
+iterate, refreshed each iteration of their self-play loop (Wu et al. 2024, arXiv 2405.00675; Le et al. 2024,
+arXiv 2405.15230).
 """
 
 from __future__ import annotations
@@ -87,7 +88,7 @@ def irepo(
 
     L = mean (β·(ρ_w − ρ_l) − logit(p̂))², p̂ clipped to [``p_clip``, 1 − ``p_clip``] (p̂ ∈ {0, 1} would give
     an infinite target; with the default 0.01 the target lies in ±4.6). Summed log-ratios; the exact loss
-    is from OBJECTIVES §6 [U: not checked against the paper's PDF].
+    follows the paper's abstract [U: not checked against its full text].
     Extra input ``p_chosen`` [B] (optional): the empirical probability that w beats l, e.g. votes/M or the
     Laplace-smoothed (votes + 1)/(M + 2) — smoothing belongs to the data, this only clips. Without it,
     p̂ = σ(s_w − s_l) from the scores (Bradley–Terry logits). w is the higher-scored entry; on a score tie w is

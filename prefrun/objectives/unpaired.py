@@ -3,7 +3,8 @@
 Each "list" holds one response (K = 1) and the extra tensor ``labels`` (bool [B, 1]) says whether it is
 desirable. ρ = log π_θ(y) − log π_ref(y) is summed over response tokens and r = β·ρ. The loss is the mean
 of the per-example losses over the batch's real examples, desirable and undesirable together, as TRL's
-KTO and BCO trainers average (../shared/OBJECTIVES.md §8, §15).
+KTO and BCO trainers average (KTO: Ethayarajh et al. 2024, arXiv 2402.01306; BCO: Jung et al. 2024,
+arXiv 2404.04656).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Each list holds K = 2 responses; the higher-scored one is chosen (w), the other rejected (l). Log-ratios
 ρ = log π_θ(y) − log π_ref(y) are summed over response tokens (ln_dpo divides them by |y|), h = ρ_w − ρ_l,
-and every loss is the batch mean of a per-pair loss, as in TRL (../shared/OBJECTIVES.md §1, §13, §21).
+and every loss is the batch mean of a per-pair loss, as in TRL's ``DPOTrainer``.
 β and ``label_smoothing`` mean what they mean in ``DPOConfig``. The sibling modules hold the
 reference-free (reference_free.py), soft-label (soft_label.py) and unpaired (unpaired.py) objectives.
 """

@@ -1,7 +1,8 @@
 """prefrun-compare: one table over every results.json under a path (a sweep, a study, a whole outputs/).
 
 Runs that differ only by seed form one row: objective, hyperparameters, seeds, then mean ± std of
-each metric. ``--csv FILE`` writes the same table as CSV.
+each metric. ``--csv FILE`` writes the same table as CSV; ``--plot`` draws the sweep's figures into
+PATH/plots (reward vs KL, training curves, evaluators' headline metrics: see prefrun.results.plots).
 """
 
 from __future__ import annotations
@@ -90,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="prefrun-compare", description=__doc__.splitlines()[0])
     parser.add_argument("path", help="a directory holding run directories (searched recursively)")
     parser.add_argument("--csv", help="also write the table to this CSV file")
+    parser.add_argument("--plot", action="store_true", help="also draw the figures into PATH/plots (PNG)")
     args = parser.parse_args(argv)
     if not Path(args.path).exists():
         print(f"prefrun-compare: error: {args.path} does not exist", file=sys.stderr)
@@ -103,6 +105,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.csv:
         with open(args.csv, "w", newline="") as f:
             csv.writer(f).writerows([header, *rows])
+    if args.plot:
+        from prefrun.results.plots import plot_sweep
+
+        for path in plot_sweep(args.path):
+            print(f"figure: {path}")
     return 0
 
 

@@ -33,10 +33,11 @@ class MetricsFile:
                 break
         return rows
 
-    def truncate_after(self, step: int) -> None:
+    def truncate_after(self, step: int, stage: str | None = None) -> None:
+        """Drop the lines of ``stage`` (of every stage when None) past ``step``, and a line torn by a kill."""
         from prefrun.results.files import write_atomic
 
-        keep = [r for r in self.rows() if r.get("step", 0) <= step]
+        keep = [r for r in self.rows() if r.get("step", 0) <= step or stage not in (None, r.get("stage", stage))]
         write_atomic(self.path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in keep))
 
 
@@ -57,7 +58,8 @@ class MetricsFileCallback(TrainerCallback):
 
 def training_summary(metrics_path: Path) -> dict[str, float]:
     """From metrics.jsonl: the change of the chosen/rejected log-probs over training, mean entanglement ratio."""
-    rows = [r for r in MetricsFile(metrics_path).rows() if r.get("kind") == "step"]
+    # The SFT stage's lines (stage "sft") describe the reference, not preference training.
+    rows = [r for r in MetricsFile(metrics_path).rows() if r.get("kind") == "step" and r.get("stage") != "sft"]
     summary: dict[str, float] = {}
     for key in ("logps/chosen", "logps/rejected"):
         values = [r[key] for r in rows if isinstance(r.get(key), int | float)]

@@ -6,7 +6,7 @@ Every long stage (SFT, reference log-probs, preference training, sampling, evalu
 - In a terminal (stdout is a TTY): a tqdm bar, the metrics as its postfix.
 - Otherwise (SLURM logs, CI, ``| tee``): a plain line about every 10% of the stage (or every ``every``
   steps), e.g. ``[train] step 40/200 (20%) 3.1 it/s ETA 52s loss 0.61 margin 0.42``, and a closing
-  ``[train] done: 200 steps in 1m05s (3.1 it/s) ...`` line.
+  ``[train] done: step 200/200 in 1m05s (3.1 it/s) ...`` line.
 - ``run.quiet=true`` (``set_quiet(True)``, once per process): nothing, stage messages included.
 
 ``TrainingProgress`` is the Trainer callback (SFT and preference training); ``attach_progress`` swaps it in
@@ -155,10 +155,13 @@ class Progress:
         elapsed = self._clock() - self._began
         return (self.position - self.start) / elapsed if elapsed > 0 else 0.0
 
+    def _count(self) -> str:
+        count = f"{self.position:,}/{self.total:,}" if self.total else f"{self.position:,}"
+        return f"{self.label} {count}" if self.label else count
+
     def line(self) -> str:
         """``[train] step 40/200 (20%) 3.1 it/s ETA 52s loss 0.61``: the plain line for the current position."""
-        count = f"{self.position:,}/{self.total:,}" if self.total else f"{self.position:,}"
-        parts = [f"[{self.stage}]", f"{self.label} {count}" if self.label else count]
+        parts = [f"[{self.stage}]", self._count()]
         if self.total:
             parts.append(f"({100 * self.position / self.total:.0f}%)")
         rate = self.rate()
@@ -191,9 +194,7 @@ class Progress:
             return
         if self.quiet or self.position == self.start:
             return
-        done = self.position - self.start
-        noun = f" {self.label}s" if self.label else ""
-        text = f"[{self.stage}] done: {done:,}{noun} in {format_duration(self._clock() - self._began)}"
+        text = f"[{self.stage}] done: {self._count()} in {format_duration(self._clock() - self._began)}"
         text += f" ({format_rate(self.rate(), self.unit)})"
         if self.metrics:
             text += " " + _metrics_text(self.metrics)

@@ -41,6 +41,10 @@ from prefrun.rewards.model_ref import resolve_model
 FIRST_WINS = {"first": 1.0, "second": 0.0, "tie": 0.5, None: 0.5}  # P(response shown first wins)
 PROTOCOLS = ("pairwise", "single")
 SWAPS = ("fixed", "random", "both")
+COUNTERS = (
+    *("pairwise_judgments", "pairwise_unparsed", "single_judgments", "single_unparsed"),
+    *("first_wins", "second_wins", "ties", "both_pairs", "both_agree"),
+)
 
 
 @REWARDS.register("judge")
@@ -65,9 +69,7 @@ class JudgeReward(RewardSource):
         self.ref = self._resolve(cfg, context)
         self._model: Any = None
         self._tokenizer: Any = None
-        for key in ("pairwise_judgments", "pairwise_unparsed", "single_judgments", "single_unparsed"):
-            self.counters[key] = 0
-        for key in ("first_wins", "second_wins", "ties", "both_pairs", "both_agree"):
+        for key in COUNTERS:
             self.counters[key] = 0
 
     def _resolve(self, cfg: Any, context: RewardContext) -> Any:
@@ -103,6 +105,8 @@ class JudgeReward(RewardSource):
 
     # --- protocols ------------------------------------------------------------------------------------------
     def _ratings(self, prompts: list[Any], responses: list[str]) -> list[float]:
+        if not responses:
+            return []
         outputs = self._generate([single_prompt(p, r) for p, r in zip(prompts, responses)])
         ratings = [parse_single(o) for o in outputs]
         self.counters["single_judgments"] += len(ratings)
@@ -114,6 +118,8 @@ class JudgeReward(RewardSource):
 
     def _first_wins(self, items: list[tuple[Any, str, str]]) -> list[float]:
         """P(the first shown wins) for each (prompt, first, second), one batched generation."""
+        if not items:
+            return []
         outputs = self._generate([pairwise_prompt(p, a, b) for p, a, b in items])
         verdicts = [parse_pairwise(o) for o in outputs]
         self.counters["pairwise_judgments"] += len(verdicts)
@@ -127,38 +133,46 @@ class JudgeReward(RewardSource):
         check_inputs(prompts, lists)
         self.counters["prefer_calls"] += 1
         width = max((len(row) for row in lists), default=0)
-        out = torch.full((len(lists), width, width), math.nan)
-        if self.protocol == "single":
-            flat = self._ratings(*flatten(prompts, lists))
-            start = 0
-            for b, row in enumerate(lists):
-                ratings = flat[start : start + len(row)]
-                start += len(row)
-                for i in range(len(row)):
-                    for j in range(len(row)):
-                        ri, rj = ratings[i], ratings[j]
-                        out[b, i, j] = 0.5 if math.isnan(ri) or math.isnan(rj) else 0.5 * (1 + (ri > rj) - (ri < rj))
-            return out
+        out = torch.full((len(lists), width, width), math.nan)  # NaN stays only in the padding of ragged lists
         pairs = [(b, i, j) for b, row in enumerate(lists) for i in range(len(row)) for j in range(i + 1, len(row))]
-        if self.swap == "random":
-            flipped = [self.rng.random() < 0.5 for _ in pairs]
+        if self.protocol == "single":
+            values = self._prefer_single(prompts, lists, pairs)
         else:
-            flipped = [False] * len(pairs)
+            values = self._prefer_pairwise(prompts, lists, pairs)
+        for (b, i, j), p_ij in zip(pairs, values):
+            out[b, i, j], out[b, j, i] = p_ij, 1.0 - p_ij
+        out[:, range(width), range(width)] = 0.5
+        return out
+
+    def _prefer_single(self, prompts: Sequence[Any], lists: Sequence[Sequence[str]], pairs: list) -> list[float]:
+        """P(i ≻ j) from the two ratings: 1, 0, ½ on equal ratings or when either is unparsed."""
+        flat = self._ratings(*flatten(prompts, lists))
+        offsets = [0]
+        for row in lists:
+            offsets.append(offsets[-1] + len(row))
+        out = []
+        for b, i, j in pairs:
+            ri, rj = flat[offsets[b] + i], flat[offsets[b] + j]
+            out.append(0.5 if math.isnan(ri) or math.isnan(rj) else 0.5 * (1 + (ri > rj) - (ri < rj)))
+        return out
+
+    def _prefer_pairwise(self, prompts: Sequence[Any], lists: Sequence[Sequence[str]], pairs: list) -> list[float]:
+        """P(i ≻ j) for each pair (b, i, j), i < j, from verdicts in the order(s) of ``reward.swap``."""
+        flipped = [self.swap == "random" and self.rng.random() < 0.5 for _ in pairs]
         shown = [(j, i) if f else (i, j) for (_, i, j), f in zip(pairs, flipped)]
         items = [(prompts[b], lists[b][x], lists[b][y]) for (b, _, _), (x, y) in zip(pairs, shown)]
         if self.swap == "both":
             items += [(p, second, first) for p, first, second in items]
         wins = self._first_wins(items)
-        for n, ((b, i, j), f) in enumerate(zip(pairs, flipped)):
+        out = []
+        for n, f in enumerate(flipped):
             p_ij = 1.0 - wins[n] if f else wins[n]  # mapped back to "i beats j"
             if self.swap == "both":
                 p_ij_swapped = 1.0 - wins[n + len(pairs)]  # j was shown first
                 self.counters["both_pairs"] += 1
                 self.counters["both_agree"] += int(p_ij == p_ij_swapped)
                 p_ij = 0.5 * (p_ij + p_ij_swapped)
-            out[b, i, j], out[b, j, i] = p_ij, 1.0 - p_ij
-        for b, row in enumerate(lists):
-            out[b, range(len(row)), range(len(row))] = 0.5
+            out.append(p_ij)
         return out
 
     def stats(self) -> dict[str, float]:

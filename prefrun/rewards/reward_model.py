@@ -15,9 +15,10 @@ The text scored (``reward.template``):
   reward models trained on conversations (TRL's conversational data) read their inputs;
 - ``plain``, or no chat template: prompt + response + EOS, as TRL's RewardTrainer renders plain-text data.
 
-Batches are right-padded: the transformers pooling takes the rightmost non-pad token either way, but
-left padding would shift the positions of the real tokens (Llama counts positions from the first slot),
-so a score would depend on its batch-mates.
+Batches are right-padded whatever the tokenizer's padding side: the transformers pooling takes the
+rightmost non-pad token either way, but left padding shifts the real tokens' positions (counted from the
+first slot), which a model with absolute position embeddings (GPT-2, OPT) sees, so a score would depend
+on its batch-mates.
 """
 
 from __future__ import annotations
@@ -33,24 +34,26 @@ from prefrun.rewards.model_ref import resolve_model
 FIX = "point reward.path at a reward model (one trained by `prefrun task=reward_model`, or a hub reward model)"
 
 
-def check_reward_model(path: str, revision: str | None = None) -> Any:
-    """The checkpoint's config; a model that is not a one-output sequence classifier is a one-line error."""
+def check_reward_model(path: str, revision: str | None = None, where: str | None = None) -> Any:
+    """The checkpoint's config; a model that is not a one-output sequence classifier is a one-line error
+    (``where`` names the setting that chose it, ``reward.path=...`` by default)."""
     from transformers import AutoConfig
 
+    where = where or f"reward.path={path!r}"
     try:
         config = AutoConfig.from_pretrained(path, revision=revision)
     except (OSError, ValueError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise PrefrunError(f"reward.path={path!r}: cannot read its config ({first}); {FIX}") from None
+        raise PrefrunError(f"{where}: cannot read its config ({first}); {FIX}") from None
     archs = list(config.architectures or [])
     if not any(a.endswith("ForSequenceClassification") for a in archs):
         raise PrefrunError(
-            f"reward.path={path!r} is not a sequence-classification model (architectures: "
+            f"{where} is not a sequence-classification model (architectures: "
             f"{', '.join(archs) or 'none'}); {FIX}"
         )
     if config.num_labels != 1:
         raise PrefrunError(
-            f"reward.path={path!r} has num_labels={config.num_labels}, a reward model has one output; {FIX}"
+            f"{where} has num_labels={config.num_labels}, a reward model has one output; {FIX}"
         )
     return config
 
@@ -63,7 +66,8 @@ class RewardModelReward(RewardSource):
     def __init__(self, cfg: Any, context: RewardContext) -> None:
         super().__init__()
         self.ref = resolve_model(cfg, context, "reward_model")
-        self.config = check_reward_model(self.ref.path, self.ref.model_cfg.get("revision"))
+        where = f"reward.model={cfg.model!r}" if cfg.get("model") else None
+        self.config = check_reward_model(self.ref.path, self.ref.model_cfg.get("revision"), where)
         self.device = context.device
         self.batch_size = int(cfg.get("batch_size", 16))
         self.template = str(cfg.get("template", "chat"))

@@ -59,7 +59,7 @@ def truncate_metrics(path: Path, step: int, stage: str = "train") -> None:
     metrics = MetricsFile(path)
     if not path.exists():
         return
-    metrics.truncate_after(step)  # also drops a line torn by the kill
+    metrics.truncate_after(step, stage)  # also drops a line torn by the kill; other stages' lines (sft) stay
     rows = metrics.rows()
     keep = [r for r in rows if not (r.get("stage") == stage and (r.get("kind") == "summary" or "train_runtime" in r))]
     if len(keep) != len(rows):

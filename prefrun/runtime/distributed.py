@@ -9,6 +9,7 @@ from typing import Any
 
 from prefrun.errors import PrefrunError
 
+
 def world_size(cfg: Any) -> int:
     """Processes of the run: hardware.num_processes (per node) × hardware.num_nodes."""
     hw = cfg.hardware

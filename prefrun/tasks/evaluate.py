@@ -107,12 +107,13 @@ class EvaluateTask:
         results = json.loads((run_dir / "results.json").read_text())
         reference_path = results.get("reference_path")
         if not reference_path or not Path(reference_path).exists() and reference_path.startswith(("/", ".")):
-            raise PrefrunError(f"{run_dir}: its reference model ({reference_path}) is gone; rerun the run to rebuild it")
+            raise PrefrunError(f"{run_dir}: its reference model ({reference_path}) is gone; rerun it to rebuild it")
         # The run's data, model and lengths; this command's evaluators, reward source, sampler and caches.
         merged = run_cfg.copy()
         for key in ("reward", "generation", "paths"):
             merged[key] = cfg[key]
-        merged.eval = OmegaConf.create({k: cfg.eval[k] for k in cfg.eval if k in todo or not isinstance(cfg.eval[k], DictConfig)})
+        kept = [k for k in cfg.eval if k in todo or not isinstance(cfg.eval[k], DictConfig)]
+        merged.eval = OmegaConf.create({k: cfg.eval[k] for k in kept})
         data = build_data(merged.dataset, merged.seed, eval_split=cfg.eval.get("split", "test"))
         policy = load_model(str(run_dir / "model"), merged.model, ctx.device).to(ctx.device).eval()
         tokenizer = load_tokenizer(str(run_dir / "model"), merged.model)

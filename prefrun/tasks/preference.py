@@ -15,7 +15,7 @@ from prefrun.errors import PrefrunError
 from prefrun.objectives.config import build_objective
 from prefrun.tasks import TASKS
 from prefrun.tasks.base import RunContext
-from prefrun.tasks.steps import device_of, evaluate_policy, flat_metrics, selected_evaluators, sft_reference
+from prefrun.tasks.steps import evaluate_policy, flat_metrics, selected_evaluators, sft_reference
 
 log = logging.getLogger("prefrun")
 
@@ -100,7 +100,8 @@ class PreferenceTask:
         curriculum = cfg.curriculum.name != "none"
         with ctx.stage("build_s"):
             data = build_data(cfg.dataset, cfg.seed, eval_split=cfg.eval.get("split", "test"))
-            if "preference" in selected_evaluators(cfg.eval) or data.reward_fn is None:
+            names = selected_evaluators(cfg.eval)  # those that read held-out data (oracle falls back to preference)
+            if {"preference", "reward", "judge"} & set(names) or ("oracle" in names and data.reward_fn is None):
                 data.eval_records  # noqa: B018 - a missing eval split fails now, not after training
             baseline_cache = add_baselines(cfg, objective, data, ctx.device)
             records = _training_records(cfg, objective, data)

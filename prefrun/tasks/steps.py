@@ -76,7 +76,7 @@ def evaluate_policy(
     eval_cfg = cfg.eval if eval_cfg is None else eval_cfg
     names = selected_evaluators(eval_cfg)
     if "oracle" in names and data.reward_fn is None:
-        log.warning("dataset %s has no oracle: evaluating on its held-out preferences (eval=preference)", cfg.dataset.name)
+        log.warning("dataset %s has no oracle: evaluating its held-out preferences (eval=preference)", cfg.dataset.name)
         names = [n for n in names if n != "oracle"]
         if "preference" not in names:
             names.insert(0, "preference")
@@ -91,7 +91,11 @@ def evaluate_policy(
     def reward() -> Any:
         if "reward" not in cache:
             context = RewardContext(
-                oracle=data.reward_fn, device=device, cache_dir=str(cfg.paths.cache_dir), words=data.words, seed=cfg.seed
+                oracle=data.reward_fn,
+                device=device,
+                cache_dir=str(cfg.paths.cache_dir),
+                words=data.words,
+                seed=cfg.seed,
             )
             cache["reward"] = build_reward(cfg.reward, context)
         return cache["reward"]

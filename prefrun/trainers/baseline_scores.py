@@ -98,7 +98,8 @@ def mean_response_logps(model: Any, rows: list[dict], batch_size: int = BATCH_SI
     sums, counts = score_rows(model, rows, batch_size=batch_size)
     for i, row_counts in enumerate(counts):
         if 0 in row_counts:
-            raise PrefrunError(f"record {i} response {row_counts.index(0)}: no token to score; raise train.max_response_len")
+            k = row_counts.index(0)
+            raise PrefrunError(f"record {i} response {k}: no token to score; raise train.max_response_len")
     return [[s / c for s, c in zip(row_sums, row_counts)] for row_sums, row_counts in zip(sums, counts)]
 
 

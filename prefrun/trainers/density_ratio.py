@@ -4,7 +4,7 @@ Jung et al. 2024 (arXiv 2404.04656) correct for desirable and undesirable prompt
 distributions: a logistic-regression classifier (``class_weight="balanced"``) learns from prompt embeddings
 whether a prompt came from the desirable set, and each undesirable example's loss is weighted by the density
 ratio p/(1 − p) of its prompt, p = the classifier's probability "desirable", clamped to
-[``min_density_ratio``, ``max_density_ratio``]; desirable examples weigh 1 (../shared/OBJECTIVES.md §8).
+[``min_density_ratio``, ``max_density_ratio``]; desirable examples weigh 1.
 
 Follows TRL ≤ 1.10's ``trl/experimental/bco/bco_trainer.py``: the classifier is fit once before training on
 up to ``prompt_sample_size`` prompts of each class (``_get_sample_prompt_embeddings``), with sklearn's

@@ -10,7 +10,7 @@ The trainer never asks an objective's name; it reads the spec (reference or not,
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -19,13 +19,13 @@ from torch.utils.data import DataLoader
 from transformers import TrainerCallback
 from transformers.trainer_callback import ExportableState
 from trl import DPOTrainer
-from trl.models.utils import disable_gradient_checkpointing
 from trl.trainer.utils import use_adapter
 
 from prefrun.data.collator import LIST_FIELDS, RECORD_FIELDS, ListCollator, to_lists
 from prefrun.data.shared_prompt import SharedPromptCollator, packing_blocker
 from prefrun.lm.logprobs import response_logps
 from prefrun.objectives import Objective
+from prefrun.results.progress import progress, stage_message
 
 try:
     from peft import PeftModel
@@ -113,10 +113,14 @@ class ListTrainer(DPOTrainer):
         if self.ref_cache is not None:
             cached = self.ref_cache.load(dataset)
             if cached is not None:
+                stage_message(f"reference log-probs: cached ({sum(map(len, cached)):,})")
                 return dataset.add_column("ref_logps", cached)
         ref_logps = self.compute_reference_logps(dataset, batch_size)
-        if self.ref_cache is not None and self.accelerator.is_main_process:
+        stored = self.ref_cache is not None and self.accelerator.is_main_process
+        if stored:
             self.ref_cache.store(dataset, ref_logps)
+        where = "cached for the sweep" if self.ref_cache is not None else "not cached (cache.reference=off)"
+        stage_message(f"reference log-probs: {sum(map(len, ref_logps)):,} computed, {where}")
         return dataset.add_column("ref_logps", ref_logps)
 
     def compute_reference_logps(self, dataset: Dataset, batch_size: int) -> list[list[float]]:
@@ -126,7 +130,7 @@ class ListTrainer(DPOTrainer):
         out: list[list[float]] = []
         device = self.accelerator.device
         model.to(device)
-        for batch in loader:
+        for batch in progress(loader, "reference log-probs", label="batch"):
             batch = {k: v.to(device) for k, v in batch.items()}
             logps, _ = self._response_logps(model, batch, reference=True)
             lists = to_lists(logps, batch["list_index"], batch["mask"].shape[0], batch["mask"].shape[1])
@@ -148,7 +152,7 @@ class ListTrainer(DPOTrainer):
         if isinstance(unwrapped, PeftModel):
             name = "ref" if "ref" in unwrapped.peft_config else None
             context = lambda: use_adapter(unwrapped, adapter_name=name)  # noqa: E731
-        with torch.no_grad(), disable_gradient_checkpointing(model, self.args.gradient_checkpointing_kwargs):
+        with torch.no_grad(), activation_checkpointing_off(model, self.args.activation_checkpointing_kwargs):
             with context():
                 return response_logps(model, batch)
 
@@ -203,6 +207,19 @@ class ListTrainer(DPOTrainer):
             beta = float(self.objective.hparams.get("beta", 1.0))
             running.add(self.accelerator.gather((beta * (policy_logps - ref_logps))[mask].detach()))
         return torch.tensor(running.mean, device=policy_logps.device)
+
+
+@contextlib.contextmanager
+def activation_checkpointing_off(model: Any, kwargs: dict | None) -> Iterator[None]:
+    """TRL's ``disable_gradient_checkpointing`` through transformers' current names (the old ones warn)."""
+    enabled = getattr(model, "is_activation_checkpointing", False)
+    if enabled:
+        model.activation_checkpointing_disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            model.activation_checkpointing_enable(kwargs)
 
 
 class RunningRewardMean(TrainerCallback, ExportableState):

@@ -13,6 +13,7 @@ from prefrun.data.records import Record, prompts_of
 from prefrun.data.tokenize import tokenize_record
 from prefrun.objectives import Objective
 from prefrun.results.metrics_log import MetricsFile, MetricsFileCallback
+from prefrun.results.progress import attach_progress
 from prefrun.runtime.checkpoints import last_complete_checkpoint, preemption_callback
 from prefrun.runtime.distributed import is_main_process, rank0_first
 from prefrun.trainers.settings import TrainSettings, dpo_config
@@ -20,7 +21,9 @@ from prefrun.trainers.settings import TrainSettings, dpo_config
 EXTRA_FIELDS = ("labels", "p_chosen", "baseline_logps")
 
 
-def tokenized_dataset(records: list[Record], tokenizer: Any, max_prompt_len: int, max_response_len: int, joint: bool = False) -> Any:
+def tokenized_dataset(
+    records: list[Record], tokenizer: Any, max_prompt_len: int, max_response_len: int, joint: bool = False
+) -> Any:
     """A datasets.Dataset of prompt_ids, response_ids[K], scores[K] (+ labels, p_chosen when present).
 
     ``joint``: prompts start with BOS, as their tokens will be scored (see tokenize_record).
@@ -110,6 +113,7 @@ def train_preference(
             peft_config=lora_config(s.model),
             callbacks=[MetricsFileCallback(MetricsFile(run_dir / "metrics.jsonl"), stage, main_process)],
         )
+    attach_progress(trainer, stage)  # step/total, rate, ETA, loss and margin instead of raw log dicts
     entanglement = s.entanglement
     if entanglement is not None and entanglement.every:
         from prefrun.diagnostics.entanglement import GradientEntanglementCallback

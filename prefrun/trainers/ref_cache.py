@@ -48,7 +48,8 @@ def model_fingerprint(path: str, revision: str | None = None) -> str:
     local = Path(path)
     if not local.is_dir():
         return hashlib.sha256(f"{path}@{revision}".encode()).hexdigest()
-    files = sorted(p for p in local.iterdir() if p.suffix in {".safetensors", ".bin"} or p.name in ("config.json", "adapter_config.json"))
+    named = ("config.json", "adapter_config.json")
+    files = sorted(p for p in local.iterdir() if p.suffix in {".safetensors", ".bin"} or p.name in named)
     return _hash_weight_files(tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files))
 
 

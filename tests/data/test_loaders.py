@@ -1,4 +1,4 @@
-"""Loaders: each preset on a hand-made fixture of its schema, every error, and the real rows in shared/."""
+"""Loaders: each preset on a hand-made fixture of its schema, every error, and real rows of public datasets."""
 
 from __future__ import annotations
 
@@ -393,7 +393,7 @@ def test_bad_label_and_bad_json(tmp_path):
 
 
 def test_every_loader_on_the_real_rows():
-    """Real rows of the public datasets (shared/data/real, see its PROVENANCE.md) through each preset."""
+    """Real rows of public datasets, when present beside the checkout (``REAL``), through each preset."""
     if not REAL.is_dir():
         pytest.skip(f"real rows not present at {REAL} (they live beside the repository, in shared/data/real)")
 

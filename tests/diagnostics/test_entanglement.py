@@ -1,4 +1,5 @@
-"""Gradient entanglement (OBJECTIVES.md §19): the metrics against a direct computation, and the callback."""
+"""Gradient entanglement (Yuan et al. 2024, arXiv 2410.13828): the metrics against a direct computation, and
+the callback."""
 
 from __future__ import annotations
 

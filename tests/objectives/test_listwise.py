@@ -393,7 +393,8 @@ def test_pro_with_unit_reward_gap_is_reference_free_listmle_on_average_log_probs
 
 
 def test_pro_ranking_term_with_unit_temperatures_is_listmle_on_average_log_probs():
-    """OBJECTIVES.md §3: with every T = 1, PRO's ranking term is reference-free list-MLE on ℓ/|y|."""
+    """PRO (Song et al. 2023, arXiv 2306.17492) with every T = 1: its ranking term is reference-free list-MLE
+    on ℓ/|y|."""
     b = make_batch(**CASES["K=8"], seed=6)
     order = lw._rank_order(b.scores, b.mask)
     avg = b.policy / b.lengths

@@ -1,7 +1,7 @@
 """The zoo objectives against their formulas written as plain loops (math module, float64, one example at a
 time), plus hyperparameter validation, reference independence and the YAML ↔ registry match.
 
-Formulas: ../shared/OBJECTIVES.md §1, §6–8, §11, §13, §15 and each objective's docstring.
+Formulas: each objective's docstring, which cites its paper (arXiv id, equation where known).
 """
 
 from __future__ import annotations
@@ -499,7 +499,7 @@ def test_yaml_matches_registry(name):
     assert spec.name == name
     assert conf.pop("data") == spec.data
     assert conf.pop("needs_reference") is spec.needs_reference
-    for key in ("udm", "baselines"):  # run settings around the loss (prefrun.objectives.config.OBJECTIVE_META), not hparams
+    for key in ("udm", "baselines"):  # run settings around the loss (objectives.config.OBJECTIVE_META), not hparams
         conf.pop(key, None)
     assert set(conf) == set(spec.defaults)
     for key, value in conf.items():

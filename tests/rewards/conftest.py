@@ -46,3 +46,23 @@ def micro_reward_model_dir(micro_model_dir, tmp_path_factory):
     tokenizer.padding_side = "left"
     tokenizer.save_pretrained(out)
     return out
+
+
+@pytest.fixture(scope="session")
+def micro_gpt2_reward_model_dir(micro_model_dir, tmp_path_factory):
+    """A GPT-2 reward model (absolute position embeddings: padding on the wrong side would shift them)."""
+    from transformers import AutoTokenizer, GPT2Config, GPT2ForSequenceClassification
+
+    tokenizer = AutoTokenizer.from_pretrained(micro_model_dir)
+    ids = {f"{t}_token_id": getattr(tokenizer, f"{t}_token_id") for t in ("pad", "bos", "eos")}
+    config = GPT2Config(vocab_size=len(tokenizer), n_embd=32, n_layer=2, n_head=2, n_positions=256, num_labels=1, **ids)
+    torch.manual_seed(0)
+    model = GPT2ForSequenceClassification(config)
+    with torch.no_grad():
+        model.score.weight.normal_(0, 1.0)
+        model.transformer.wpe.weight.normal_(0, 1.0)  # positions matter visibly
+    out = tmp_path_factory.mktemp("rm_gpt2")
+    model.save_pretrained(out)
+    tokenizer.padding_side = "left"
+    tokenizer.save_pretrained(out)
+    return out

@@ -73,3 +73,17 @@ def test_every_reward_yaml_names_a_registered_source():
     assert [f.stem for f in files] == REWARDS.names()
     for f in files:
         assert OmegaConf.load(f).name == f.stem
+
+
+@pytest.mark.parametrize("name", ["oracle", "noisy_oracle", "reward_model", "judge", "python"])
+def test_each_source_composes_from_the_cli_group(name):
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose(config_name="config", overrides=[f"reward={name}"])
+    assert cfg.reward.name == name
+    if name == "oracle":
+        from prefrun.data.synthetic import oracle_reward
+        from prefrun.rewards import RewardContext
+
+        assert build_reward(cfg.reward, RewardContext(oracle=oracle_reward)).name == "oracle"

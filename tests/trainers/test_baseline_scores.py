@@ -11,13 +11,14 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from prefrun.models.presets import model_preset
-from prefrun.trainers.baseline_scores import resolve_baseline, score_records
 from prefrun.data.synthetic import SortTask
 from prefrun.data.tokenize import tokenize_record
 from prefrun.errors import PrefrunError
+from prefrun.models.presets import model_preset
 from prefrun.models.tiny import tiny_model_dir
 from prefrun.runner import run
+from prefrun.trainers import baseline_scores
+from prefrun.trainers.baseline_scores import resolve_baseline, score_records
 
 ROOT = Path(__file__).resolve().parents[2]
 POFT_FIXTURE = ROOT / "tests" / "fixtures" / "poft_sft.jsonl"

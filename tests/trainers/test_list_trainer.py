@@ -253,3 +253,14 @@ def test_bcos_running_reward_mean_is_restored_on_resume(micro_model_dir, tmp_pat
     assert len(full) == len(resumed) == 4  # the resumed history holds steps 1–2 from the checkpoint, 3–4 anew
     assert abs(full[2] - full[1]) > 1e-6  # δ moves, so a restart from 0 would show
     assert resumed == pytest.approx(full, abs=1e-6)
+
+
+def test_the_reference_stage_says_whether_it_computed_or_loaded_its_logps(micro_model_dir, tmp_path, tokenizer, capsys):
+    dataset = _dataset(_records(BATCH, 2), tokenizer)
+    key = (model_fingerprint(str(micro_model_dir)), tokenizer_fingerprint(tokenizer), "torch.float32")
+    _trainer(micro_model_dir, tmp_path, get_objective("dpo"), dataset, ref_cache=ReferenceCache(tmp_path / "c", *key))
+    out = capsys.readouterr().out
+    assert "reference log-probs: 8 computed, cached for the sweep" in out.splitlines()  # 4 lists of 2
+    assert "[reference log-probs] done: batch 1/1" in out
+    _trainer(micro_model_dir, tmp_path, get_objective("dpo"), dataset, ref_cache=ReferenceCache(tmp_path / "c", *key))
+    assert capsys.readouterr().out == "reference log-probs: cached (8)\n"

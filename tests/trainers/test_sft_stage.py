@@ -23,3 +23,34 @@ def test_the_key_changes_with_the_library_stack_and_the_recipe(micro_model_dir, 
     monkeypatch.undo()
     monkeypatch.setattr(sft_stage, "SFT_RECIPE", sft_stage.SFT_RECIPE + 1)
     assert sft_stage.sft_cache_key(str(micro_model_dir), "data", CFG) != key
+
+
+def test_the_stage_says_what_it_does_shows_progress_and_logs_to_the_run(micro_model_dir, tmp_path, capsys):
+    """Training: one stage line, progress lines, no raw log dicts; its log lands in metrics.jsonl as stage "sft",
+    and a run served from the cache gets the same lines."""
+    import json
+
+    from prefrun.data.synthetic import SortTask, sft_records
+
+    records = sft_records(SortTask(), 32, 3, seed=0)
+    cfg = {"steps": 4, "batch_size": 8, "lr": 1e-3, "warmup_steps": 0, "seed": 0}
+    cfg.update(max_prompt_len=64, max_response_len=64)
+    key = sft_stage.sft_cache_key(str(micro_model_dir), "fp", cfg)
+    first = sft_stage.run_sft(micro_model_dir, records, cfg, tmp_path / "cache", "fp", run_dir=tmp_path / "run1")
+    out = capsys.readouterr().out
+    assert out.splitlines()[0] == f"SFT reference: training 4 steps (cache key {key})"
+    assert "[sft] step 2/4 (50%)" in out and "[sft] done: step 4/4" in out and "loss" in out
+    assert "{" not in out  # transformers' printer of raw log dicts is gone
+
+    def logged(run_dir):
+        return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+    rows = logged(tmp_path / "run1")
+    assert {r["stage"] for r in rows} == {"sft"}
+    assert [r["step"] for r in rows if r["kind"] == "step"] == [1, 2, 3, 4]
+    assert all("loss" in r for r in rows if r["kind"] == "step")
+
+    again = sft_stage.run_sft(micro_model_dir, records, cfg, tmp_path / "cache", "fp", run_dir=tmp_path / "run2")
+    assert again == first
+    assert capsys.readouterr().out == f"SFT reference: cached (key {key})\n"
+    assert logged(tmp_path / "run2") == rows
