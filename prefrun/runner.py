@@ -112,7 +112,7 @@ def summary_table(results: dict[str, Any]) -> str:
     ]
     rows = results.get("eval_rows") or []
     if rows:
-        lines.append(f"{'':22}{'reference (SFT)':>16}{'policy':>10}")
+        lines.append(f"{'':22}{results.get('reference_label', 'reference'):>16}{'policy':>10}")
         for label, reference, policy in rows:
             lines.append(f"{label:22}{reference:>16}{policy:>10}")
     elif results.get("eval", {}).get("note"):

@@ -13,7 +13,8 @@
     reads true 0.602, fixed 0.779, random 0.588, both 0.589 at b = 1.
 (c) A judge that favours longer answers (γ·tanh(Δchars/ℓ) added to its logit) and the policy's answers padded
     with 0–30 spaces (their oracle reward is unchanged): the raw win rate rises, the length-controlled win rate
-    should stay within 0.02 of the true, length-neutral win rate.
+    should stay within 0.02 of the true, length-neutral win rate; measured over several padding draws, since
+    a chance correlation between padding and quality moves the LC estimate by about 1/√n.
 
 Prints the figures and writes them to outputs/eval_checks/eval_checks.json.
 """
@@ -146,24 +147,37 @@ def research_table(reps: int) -> dict[str, Any]:
     return table
 
 
-def check_c(prompts: list[str], policy: list[str], reference: list[str], scale: float) -> dict[str, Any]:
-    rng = np.random.default_rng(0)
-    padded = [t + " " * int(k) for t, k in zip(policy, rng.integers(0, 31, len(policy)))]
-    assert all(oracle_reward(p, a) == oracle_reward(p, b) for p, a, b in zip(prompts, policy, padded))
+def check_c(prompts: list[str], policy: list[str], reference: list[str], scale: float, seeds: int) -> dict[str, Any]:
+    """The padded policy under ``seeds`` padding draws: the LC error of each (chance correlation between the
+    padding and the answers' quality moves it by about 1/√n), their mean (the estimator's own bias)."""
     judge = SimulatedJudge(
         oracle_reward, scale=scale, length_bias=1.5, length_scale=10.0, swap="both", verdicts="probability"
     )
     true = float(judge.true_preferences(prompts, policy, reference).mean())
     plain = judged_win_rate(judge, prompts, policy, reference, n_boot=2000, seed=0)
-    verbose = judged_win_rate(judge, prompts, padded, reference, n_boot=2000, seed=0)
     keys = ("win_rate", "win_rate_low", "win_rate_high", "lc_win_rate", "policy_chars", "reference_chars")
+    draws = []
+    for seed in range(seeds):
+        rng = np.random.default_rng(seed)
+        padded = [t + " " * int(k) for t, k in zip(policy, rng.integers(0, 31, len(policy)))]
+        assert all(oracle_reward(p, a) == oracle_reward(p, b) for p, a, b in zip(prompts, policy, padded))
+        verbose = judged_win_rate(judge, prompts, padded, reference, n_boot=2000 if seed == 0 else 1, seed=0)
+        draws.append({k: verbose[k] for k in keys} | {"lc_error": verbose["lc_win_rate"] - true})
+    errors = np.array([d["lc_error"] for d in draws])
     return {
         "prompts": len(prompts),
         "true": true,
         "unpadded": {k: plain[k] for k in keys},
-        "padded": {k: verbose[k] for k in keys},
-        "lc_error": verbose["lc_win_rate"] - true,
-        "lc_within_0.02": abs(verbose["lc_win_rate"] - true) <= 0.02,
+        "padded": draws[0],
+        "lc_error": float(errors[0]),
+        "lc_within_0.02": bool(abs(errors[0]) <= 0.02),
+        "padding_seeds": {
+            "raw_win_rate_mean": float(np.mean([d["win_rate"] for d in draws])),
+            "lc_errors": errors.tolist(),
+            "lc_error_mean": float(errors.mean()),
+            "lc_error_sd": float(errors.std(ddof=1)) if len(errors) > 1 else 0.0,
+            "within_0.02": float(np.mean(np.abs(errors) <= 0.02)),
+        },
     }
 
 
@@ -174,6 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lc-prompts", type=int, default=2000, help="held-out prompts of (c)")
     parser.add_argument("--scale", type=float, default=10.0, help="s: the simulated judges' logit per unit of reward")
     parser.add_argument("--reps", type=int, default=500, help="replicates of the research notes' simulation")
+    parser.add_argument("--padding-seeds", type=int, default=10, help="padding draws of (c)")
     parser.add_argument("--out", default=str(OUT), help="where the JSON (and a trained run) go")
     parser.add_argument("overrides", nargs="*", help="config overrides of the run trained when --run is not given")
     args = parser.parse_args(argv)
@@ -187,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     n = args.prompts
     report["b"] = check_b(prompts[:n], policy[:n], reference[:n], args.scale)
     report["b_research_table"] = research_table(args.reps)
-    report["c"] = check_c(prompts, policy, reference, args.scale)
+    report["c"] = check_c(prompts, policy, reference, args.scale, args.padding_seeds)
     report["seconds"] = time.time() - started
     print_report(report)
     out.mkdir(parents=True, exist_ok=True)
@@ -216,12 +231,17 @@ def print_report(r: dict[str, Any]) -> None:
     print("    research-notes simulation (mean ± sd over replicates):")
     for key, row in r["b_research_table"].items():
         print("      " + key + ": " + "  ".join(f"{k} {m:.3f} ± {s:.3f}" for k, (m, s) in row.items()))
-    c = r["c"]
+    c, spread = r["c"], r["c"]["padding_seeds"]
     print(
         f"(c) length-biased judge, policy padded with 0-30 spaces, {c['prompts']} prompts: true {c['true']:.3f}; "
         f"unpadded raw {c['unpadded']['win_rate']:.3f} LC {c['unpadded']['lc_win_rate']:.3f}; "
-        f"padded raw {c['padded']['win_rate']:.3f} LC {c['padded']['lc_win_rate']:.3f} "
+        f"padded (draw 0) raw {c['padded']['win_rate']:.3f} LC {c['padded']['lc_win_rate']:.3f} "
         f"(LC − true {c['lc_error']:+.3f}: {'within' if c['lc_within_0.02'] else 'NOT within'} 0.02)"
+    )
+    print(
+        f"    over {len(spread['lc_errors'])} padding draws: raw {spread['raw_win_rate_mean']:.3f}, LC − true "
+        f"{spread['lc_error_mean']:+.3f} ± {spread['lc_error_sd']:.3f} (sd), within 0.02 in "
+        f"{spread['within_0.02']:.0%} of draws: " + " ".join(f"{e:+.3f}" for e in spread["lc_errors"])
     )
     print(f"{r['seconds']:.0f}s")
 

@@ -37,6 +37,7 @@ from typing import Any
 import torch
 
 from prefrun.errors import PrefrunError
+from prefrun.generation.prefill import prefill
 from prefrun.generation.vllm_backend import BACKENDS, resolve_backend
 
 
@@ -170,7 +171,8 @@ def _hf_generate(
         torch.manual_seed(settings.seed)
         for start in range(0, len(prompt_ids), settings.batch_size):
             ids, mask = _left_pad(prompt_ids[start : start + settings.batch_size], pad, device)
-            cache = {"past_key_values": prefill(model, ids, mask, k)} if shared and ids.shape[1] > 1 else {}
+            new_tokens = settings.max_new_tokens
+            cache = {"past_key_values": prefill(model, ids, mask, k, new_tokens)} if shared and ids.shape[1] > 1 else {}
             out = model.generate(
                 input_ids=ids.repeat_interleave(k, 0), attention_mask=mask.repeat_interleave(k, 0), **kwargs, **cache
             )
@@ -192,29 +194,6 @@ def _left_pad(prompts: list[list[int]], pad: int, device) -> tuple[torch.Tensor,
     ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=device)
     mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
     return ids, mask
-
-
-def prefill(model: Any, ids: torch.Tensor, mask: torch.Tensor, k: int) -> Any:
-    """The KV cache of left-padded prompts without their last token, each row repeated ``k`` times.
-
-    ``generate`` given this cache and the full prompts repeated ``k`` times computes only from the last prompt
-    token on. Positions follow ``generate``'s own rule (cumsum of the mask − 1, 0 on padding), so the cached
-    keys are those the plain call would compute.
-    """
-    from transformers import DynamicCache
-
-    cache = DynamicCache(config=model.config)
-    positions = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 0)
-    model(
-        input_ids=ids[:, :-1],
-        attention_mask=mask[:, :-1],
-        position_ids=positions[:, :-1],
-        past_key_values=cache,
-        use_cache=True,
-        logits_to_keep=1,  # the prompt's logits are not needed: generate computes the next token's
-    )
-    cache.batch_repeat_interleave(k)
-    return cache
 
 
 def _finish(

@@ -93,11 +93,15 @@ class JudgeReward(RewardSource):
         model, tokenizer = self._load()
         chat = self.template == "chat" and bool(tokenizer.chat_template)
         prompts = [[{"role": "user", "content": p}] if chat else llama2_wrapper(p) for p in judge_prompts]
-        ids = encode_prompts(tokenizer, prompts, int(self.cfg.get("max_prompt_len", 2048)))
+        # A judge with a short context (the tiny model: 256 positions) keeps the verdict's room: the prompt's end
+        # and as many new tokens as fit, never more than the settings ask for.
+        context = int(getattr(model.config, "max_position_embeddings", 0) or 1 << 30)
+        new_tokens = min(int(self.cfg.get("max_new_tokens", 1024)), max(1, context // 4))
+        ids = encode_prompts(tokenizer, prompts, min(int(self.cfg.get("max_prompt_len", 2048)), context - new_tokens))
         settings = SamplingSettings(
             n=1,
             temperature=float(self.cfg.get("temperature", 0.0)),
-            max_new_tokens=int(self.cfg.get("max_new_tokens", 1024)),
+            max_new_tokens=new_tokens,
             seed=self.seed,
             batch_size=int(self.cfg.get("batch_size", 16)),
         )

@@ -140,14 +140,17 @@ class EvaluateTask:
 
     @staticmethod
     def summary(results: dict[str, Any]) -> str:
-        """One table: a row per (run, metric) for every scalar metric of every evaluator."""
-        lines = [f"prefrun: evaluated {len(results['runs'])} run(s)"]
-        width = max([len(str(r)) for r in results["runs"]] + [3])
-        lines.append(f"{'run':{width}}  {'metric':34}{'value':>12}")
+        """One table over the runs: each run's path (below what they share), then its evaluators' rows."""
+        import os
+
+        runs = list(results["runs"])
+        common = os.path.commonpath(runs) if len(runs) > 1 else str(Path(runs[0]).parent) if runs else ""
+        lines = [f"prefrun: evaluated {len(runs)} run(s) under {common}"]
+        lines.append(f"{'':22}{'reference':>16}{'policy':>10}")
         for run_dir, evaluations in results["runs"].items():
+            lines.append(os.path.relpath(run_dir, common) if common else run_dir)
             for entry in evaluations.values():
-                for key, value in entry["metrics"].items():
-                    if isinstance(value, int | float) and not isinstance(value, bool):
-                        lines.append(f"{run_dir:{width}}  {key:34}{value:>12.4f}")
-        lines.append(f"wall time {results['timings']['wall_s']:.1f}s")
+                for label, reference, policy in entry["rows"]:
+                    lines.append(f"  {label:20}{reference:>16}{policy:>10}")
+        lines.append(f"wall time {results['timings']['wall_s']:.1f}s; figures in <run>/{EVAL_DIR}/<evaluator>.json")
         return "\n".join(lines)

@@ -146,6 +146,7 @@ class PreferenceTask:
             "hparams": dict(objective.hparams),
             "train": {"lr": cfg.train.lr, "steps": cfg.train.steps, "batch_size": cfg.train.batch_size},
             "reference_path": reference_path,
+            "reference_label": "reference (SFT)" if reference_path != base else "reference",
             "model_dir": saved_model,
             "eval": flat_metrics(per_evaluator),
             "eval_rows": [[r.label, r.reference, r.policy] for evaluator_rows in rows.values() for r in evaluator_rows],
