@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # a multi-GB CUDA build. GPU users: install your torch first, then `pip install -e .`.
 TORCH_PIN ?= torch==2.13.0
 
-.PHONY: setup run test lint bench repro-lipo repro-curry repro-zoo clean
+.PHONY: setup run test lint bench gpu-check gpu-wheels repro-lipo repro-curry repro-zoo clean
 
 $(BIN)/prefrun: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,29 @@ lint: setup
 
 bench: setup
 	$(BIN)/python scripts/bench.py
+
+# The GPU check (scripts/gpu_check.py): on a CUDA machine, or ARGS=--dry-run for its CPU run. The GPU machine has
+# no venv, so this uses its python3 there; `make gpu-wheels` first puts what that machine lacks into .whl/.
+GPU_PYTHON ?= $(if $(wildcard $(BIN)/python),$(BIN)/python,python3)
+GPU_WHEELS := scripts/gpu_wheels.txt
+GPU_PLATFORM := --python-version 3.12 --implementation cp --platform manylinux_2_28_x86_64 \
+	--platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+	--platform manylinux1_x86_64
+
+gpu-check:
+	$(GPU_PYTHON) scripts/gpu_check.py $(ARGS)
+
+gpu-wheels: | $(BIN)/prefrun
+	rm -rf .whl && mkdir -p .whl
+	$(BIN)/python -m pip download -q --no-deps --only-binary=:all: $(GPU_PLATFORM) -d .whl \
+		$$(grep -v -e '^#' -e '# sdist' $(GPU_WHEELS) | cut -d'#' -f1)
+	DS_BUILD_OPS=0 $(BIN)/python -m pip wheel -q --no-deps --no-build-isolation -w .whl \
+		$$(grep -v '^#' $(GPU_WHEELS) | grep '# sdist' | cut -d'#' -f1)
+	@ls .whl
+	@tree=$$(git ls-files -co --exclude-standard -z | xargs -0 stat -c %s 2>/dev/null | awk '{s+=$$1} END {print s+0}'); \
+	whl=$$(stat -c %s .whl/*.whl | awk '{s+=$$1} END {print s+0}'); \
+	awk -v t=$$tree -v w=$$whl 'BEGIN {printf "a device call carries: working tree %.1f MiB + .whl %.1f MiB = %.1f MiB (limit 64 MiB)\n", \
+		t / 2^20, w / 2^20, (t + w) / 2^20; exit (t + w > 64 * 2^20)}'
 
 # Each study chooses every variant's hyperparameters on validation prompts, runs 3 seeds on test
 # prompts and prints prefrun-compare of the result (scripts/repro.py).

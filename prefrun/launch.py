@@ -222,6 +222,11 @@ def _destroy_process_group() -> None:
             dist.destroy_process_group()
 
 
+def needs_distributed_engine(cfg: Any) -> bool:
+    """FSDP and DeepSpeed need torch.distributed even on one process (transformers refuses them without it)."""
+    return bool(cfg.hardware.get("fsdp") or cfg.hardware.get("deepspeed"))
+
+
 def with_launcher(task: Callable[[Any], Any]) -> Callable[[Any], Any]:
     """Wrap the Hydra task: launch workers, map srun ranks, or run in this process (returning its value)."""
 
@@ -249,7 +254,7 @@ def with_launcher(task: Callable[[Any], Any]) -> Callable[[Any], Any]:
                     task(cfg)
                 finally:
                     _destroy_process_group()
-            elif world_size(cfg) > 1:
+            elif world_size(cfg) > 1 or needs_distributed_engine(cfg):
                 batch_layout(cfg)
                 code = launch_local(cfg, hydra_cfg, run_dir)
                 if code:

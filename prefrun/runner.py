@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from prefrun.errors import PrefrunError
 from prefrun.results.files import environment, write_atomic, write_json
+from prefrun.results.plots import plot_run
 from prefrun.runtime.checkpoints import reset_run_dir
 from prefrun.runtime.distributed import is_main_process
 from prefrun.runtime.tracking import close_wandb, open_wandb
@@ -41,8 +42,20 @@ def check_run_dir(run_dir: Path, cfg: DictConfig) -> None:
         )
 
 
+def start_process(cfg: DictConfig) -> dict[str, Any]:
+    """What every process of a run sets first: quiet or not, library output, its thread budget (for env.json)."""
+    from prefrun.results.progress import set_quiet
+    from prefrun.runtime.library_output import quiet_libraries
+    from prefrun.runtime.threads import apply_thread_budget
+
+    set_quiet(bool(cfg.run.get("quiet", False)))
+    quiet_libraries()
+    return apply_thread_budget(cfg.get("hardware"))
+
+
 def prepare(cfg: DictConfig, run_dir: Path) -> None:
     """Once, in one process, before ranks start: the checks, the run directory, the task's own preparation."""
+    start_process(cfg)
     task = task_of(cfg)
     task.check(cfg)
     check_run_dir(run_dir, cfg)
@@ -60,6 +73,7 @@ def run(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None) -> d
     from prefrun.tasks.steps import device_of
 
     started = time.time()
+    threads = start_process(cfg)
     task = task_of(cfg)
     task.check(cfg)  # validates before anything heavy happens
     check_run_dir(run_dir, cfg)
@@ -69,13 +83,15 @@ def run(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None) -> d
         run_dir.mkdir(parents=True, exist_ok=True)
         write_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
         write_atomic(run_dir / "overrides.yaml", OmegaConf.to_yaml(OmegaConf.create(list(overrides or []))))
-        write_json(run_dir / "env.json", environment())
+        write_json(run_dir / "env.json", {**environment(), "threads": threads})
     tracking = ctx.main_process and open_wandb(
         cfg.logger, run_dir, _wandb_name(cfg, run_dir), OmegaConf.to_container(cfg, resolve=True)
     )
     failed, outcome = True, {}
     try:
         outcome = task.run(cfg, ctx)
+        if ctx.main_process:
+            outcome["plots"] = [str(p) for p in plot_run(run_dir)]  # training curves, logged to W&B when open
         failed = False
     finally:
         if tracking:

@@ -47,15 +47,18 @@ T the length of the token's row: 6·N is forward (2N) plus backward (4N) of ever
 2020, arXiv 2001.08361, §2.1), 6·L·d·T causal attention's QKᵀ and AV (12·L·d·T halved by the mask). Tokens
 are every position of the rows the model runs with gradient (padding included; packed rows hold the prompt
 once); the reference pass (precomputed without gradient before training) is not counted. The LM-head share
-of 6·N is counted at every position although the fused head projects only response positions (~3% over).
+of 6·N is counted at every position although the fused head projects only response positions (a few % over).
 
-The GPU machine lacks TRL, Hydra, datasets' own code and deepspeed, and has transformers 5.17 where prefrun
-needs the newer one it is tested with: ``make gpu-wheels`` downloads what travels (scripts/gpu_wheels.txt)
-into .whl/. The device call (the working tree travels; .whl is carried):
+The GPU machine lacks TRL, Hydra, datasets and deepspeed, and has transformers 5.17 where prefrun needs the
+newer one it is tested with: first run ``make gpu-wheels`` here (scripts/gpu_wheels.txt into .whl/, ~21 MiB;
+with the working tree ~22 of the 64 MiB a call carries). Then one device call (the command is one line; the
+script stops starting parts after ``--budget-s`` 450 s, so it ends inside the 570 s limit with time to spare):
 
     run(carry=[".whl"], timeout_s=570, command="python3 -m pip install -q --no-index --no-deps --no-compile
         --no-cache-dir --upgrade --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site || exit;
         set -o pipefail; PYTHONUNBUFFERED=1 python3 scripts/gpu_check.py 2>&1 | tee $OUT/gpu_check.log")
+
+$OUT/gpu_check.json and the log come back; a failed part alone reruns with ``--parts <name>``.
 """
 
 from __future__ import annotations
@@ -171,7 +174,7 @@ DRY = replace(
     warmup=1,
     timed=2,
     list_k=4,
-    list_prompts=4,
+    list_prompts=2,
     list_batch=2,
     sample_prompt_len=16,
     sample_k=4,
@@ -554,11 +557,15 @@ def part_train(ctx: Context) -> dict[str, Any]:
     n_pairs = s.pair_batch * (s.warmup + s.timed)
     records = bench.text_records(n_pairs, 2, s.prompt_len, s.response_len, s.words, seed=1)
     pairs = bench.trl_pairs(records, "best")
+    vocab = llama_config(s, bench.load_tokenizer(tok_dir)).vocab_size
     out: dict[str, Any] = {
         "attention_probes": probes,
         "flash": flash or "skipped: no flash attention ran in the probes",
         "flops_formula": FLOPS_FORMULA,
-        "model": {k: getattr(s, k) for k in ("hidden", "intermediate", "layers", "heads", "kv_heads", "vocab", "tied")},
+        "model": {
+            **{k: getattr(s, k) for k in ("hidden", "intermediate", "layers", "heads", "kv_heads", "tied")},
+            "vocab_size": vocab,  # the preset's 32000, or the tokenizer's when larger
+        },
         "pairs_per_step": s.pair_batch,
         "prompt_len": s.prompt_len,
         "response_len": s.response_len,
@@ -691,7 +698,7 @@ def part_sampler(ctx: Context) -> dict[str, Any]:
             "sampler_samples_per_s": sps["sampler"],
             "plain_samples_per_s": sps["plain"],
             "sampler_over_plain": sps["sampler"] / sps["plain"],
-            "seconds": {name: statistics.median(v) for name, v in times.items()},
+            "median_call_s": {name: statistics.median(v) for name, v in times.items()},
             "equal_samples": f"{equal}/{total}",
             "truncated_last_repeat": truncated,
         }
@@ -762,7 +769,7 @@ def poft_check(ctx: Context, model_dir: Path) -> dict[str, Any]:
     s = ctx.sizes
     records = bench.text_records(s.check_examples, 3, 12, 8, s.words, seed=7)
     scored: dict[str, Any] = {}
-    seconds: dict[str, float] = {}
+    score_s: dict[str, float] = {}
     for where in (ctx.device, "cpu") if ctx.cuda else ("cpu",):
         rows = copy.deepcopy(records)
         start = time.perf_counter()
@@ -775,7 +782,7 @@ def poft_check(ctx: Context, model_dir: Path) -> dict[str, Any]:
             max_prompt_len=64,
             max_response_len=64,
         )
-        seconds[where] = time.perf_counter() - start
+        score_s[where] = time.perf_counter() - start
         scored[where] = [r["baseline_logps"] for r in rows]
         if stats["misses"] != 1:
             raise AssertionError(f"expected one fresh scoring on {where}, got {stats}")
@@ -787,7 +794,7 @@ def poft_check(ctx: Context, model_dir: Path) -> dict[str, Any]:
         "all_finite": all(math.isfinite(v) for row in device_values for v in row),
         "mean_logp_per_token": sum(map(sum, device_values)) / sum(map(len, device_values)),
         "relative_error_vs_fp32_cpu": relative_error(device_values, scored["cpu"]),
-        "seconds": seconds,
+        "score_s": score_s,
     }
 
 
@@ -974,12 +981,11 @@ def engine_info(trainer: Any) -> dict[str, Any]:
     put("wrapped_class", lambda: type(trainer.model_wrapped).__name__)
     put("model_class", lambda: type(trainer.model).__name__)
     put("peft", lambda: hasattr(unwrapped, "peft_config"))
-    put(
-        "activation_checkpointing",
-        lambda: bool(
-            getattr(base, "is_activation_checkpointing", False) or getattr(base, "is_gradient_checkpointing", False)
-        ),
+    # transformers' current name first; the old one (deprecated, it warns) only where the new one is missing
+    name = (
+        "is_activation_checkpointing" if hasattr(base, "is_activation_checkpointing") else "is_gradient_checkpointing"
     )
+    put("activation_checkpointing", lambda: bool(getattr(base, name, False)))
     put("mixed_precision", lambda: str(acc.mixed_precision))
     put("device", lambda: str(next(unwrapped.parameters()).device))
     put("param_dtype", lambda: str(next(unwrapped.parameters()).dtype))
@@ -1162,7 +1168,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     import bench
 
-    bench.quiet()
+    setup = isolated(lambda: bench.quiet() or {})  # imports datasets: a failure here is each part's failure too
     out = Path(args.out) if args.out else default_out()
     with tempfile.TemporaryDirectory(prefix="gpu_check-") as tmp:
         ctx = Context(
@@ -1178,6 +1184,7 @@ def main(argv: list[str] | None = None) -> int:
             "dry_run": args.dry_run,
             "device": ctx.device,
             "versions": versions(),
+            "setup": setup,
             "sizes": dataclasses.asdict(ctx.sizes),
             "peak_bf16_flops": PEAK_BF16_FLOPS,
             "flops_formula": FLOPS_FORMULA,

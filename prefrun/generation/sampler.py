@@ -5,15 +5,15 @@
     log π(y | x) = Σ_t log softmax(z_t)[y_t]     z_t the model's logits, at temperature 1
 
 HF path (``generation.backend=hf``, and ``auto`` on CPU; ``vllm_backend`` documents the other). A batch of
-prompts is left-padded and run through the model once without its last token; that KV cache is repeated K
-times (``DynamicCache.batch_repeat_interleave``) and ``generate`` continues the K·B rows from the last prompt
-token, so the prompt is computed B times instead of K·B times. Position ids are derived from the attention
-mask exactly as ``generate`` derives them, so left padding gives the same logits as an unpadded prompt. The
-rows are laid out as the plain way lays them out (the prompt repeated K times, row b·K + k), so both draw the
-same random numbers in the same order: with equal seeds they give equal samples, unless the float difference
-between the two prefills (~1e-7 in the logits) flips a draw. K = 1, greedy decoding (whose K samples are
-one sample, computed once and repeated) and a model whose generation config names its own cache (static,
-hybrid) call ``generate`` plainly.
+prompts is left-padded and run through the model once without its last token (``prefill``); that KV cache,
+repeated K times, is handed to ``generate`` with the K·B rows, which computes from the last prompt token on:
+the prompt goes through the model B times instead of K·B times, and the cache has room reserved for the
+samples, so decoding writes each token in place instead of copying the cache. The rows are laid out as the
+plain way lays them out (the prompt repeated K times, row b·K + k), so both draw the same random numbers in
+the same order: with equal seeds they give equal samples, unless the float difference between the two
+prefills (~1e-7 in the logits) flips a draw. K = 1, greedy decoding (whose K samples are one sample,
+computed once and repeated) and a model whose generation config names its own cache (static, hybrid) call
+``generate`` plainly.
 
 Log-probs are read from generate's raw logits (``output_logits``: before temperature, top-k and top-p), in
 fp32: those of the sampling model at temperature 1, whatever the sampling settings. They cost

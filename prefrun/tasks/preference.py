@@ -100,15 +100,15 @@ class PreferenceTask:
         curriculum = cfg.curriculum.name != "none"
         with ctx.stage("build_s"):
             data = build_data(cfg.dataset, cfg.seed, eval_split=cfg.eval.get("split", "test"))
-            names = selected_evaluators(cfg.eval)  # those that read held-out data (oracle falls back to preference)
-            if {"preference", "reward", "judge"} & set(names) or ("oracle" in names and data.reward_fn is None):
-                data.eval_records  # noqa: B018 - a missing eval split fails now, not after training
             baseline_cache = add_baselines(cfg, objective, data, ctx.device)
             records = _training_records(cfg, objective, data)
+            if {"preference", "reward", "judge"} & set(selected_evaluators(cfg.eval)):
+                data.eval_records  # noqa: B018 - a missing eval split fails now, not after training
             base = base_model_path(cfg.model, data.words, Path(cfg.paths.cache_dir) / "models")
         with ctx.stage("sft_s"):
             saved = saved_policy_dir(cfg.model.get("path") or ".") is not None
-            reference_path = sft_reference(cfg, data, base, from_saved_policy=saved)
+            run_dir = ctx.run_dir if ctx.main_process else None  # SFT lines into metrics.jsonl, from rank 0
+            reference_path = sft_reference(cfg, data, base, from_saved_policy=saved, run_dir=run_dir)
         with ctx.stage("train_s"):
             if curriculum:
                 from prefrun.trainers.stages import train_curriculum

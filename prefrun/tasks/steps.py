@@ -20,7 +20,9 @@ def records_fingerprint(records: list[dict]) -> str:
     return hashlib.sha256(json.dumps(records, sort_keys=True).encode()).hexdigest()
 
 
-def sft_reference(cfg: DictConfig, data: Any, base: str, *, from_saved_policy: bool = False) -> str:
+def sft_reference(
+    cfg: DictConfig, data: Any, base: str, *, from_saved_policy: bool = False, run_dir: Path | None = None
+) -> str:
     """The reference model's path: the cached SFT of ``base`` on the task's SFT data, or ``base`` itself.
 
     ``sft.enabled=auto`` fine-tunes when the dataset provides SFT data, unless the model is a saved prefrun
@@ -37,7 +39,8 @@ def sft_reference(cfg: DictConfig, data: Any, base: str, *, from_saved_policy: b
         raise PrefrunError(f"sft.enabled=true but dataset {cfg.dataset.name} provides no SFT data")
     sft_cfg = {k: cfg.sft[k] for k in ("steps", "batch_size", "lr", "warmup_steps")}
     sft_cfg.update(seed=0, max_prompt_len=cfg.train.max_prompt_len, max_response_len=cfg.train.max_response_len)
-    return str(run_sft(base, data.sft, sft_cfg, Path(cfg.paths.cache_dir) / "sft", records_fingerprint(data.sft)))
+    fingerprint = records_fingerprint(data.sft)
+    return str(run_sft(base, data.sft, sft_cfg, Path(cfg.paths.cache_dir) / "sft", fingerprint, run_dir=run_dir))
 
 
 def device_of(cfg: DictConfig) -> str:
@@ -76,10 +79,15 @@ def evaluate_policy(
     eval_cfg = cfg.eval if eval_cfg is None else eval_cfg
     names = selected_evaluators(eval_cfg)
     if "oracle" in names and data.reward_fn is None:
-        log.warning("dataset %s has no oracle: evaluating its held-out preferences (eval=preference)", cfg.dataset.name)
         names = [n for n in names if n != "oracle"]
-        if "preference" not in names:
-            names.insert(0, "preference")
+        try:
+            data.eval_records  # noqa: B018 - does the dataset hold out any preference?
+        except PrefrunError as e:
+            log.warning("dataset %s has no oracle and no held-out preferences: no evaluation (%s)", cfg.dataset.name, e)
+        else:
+            log.warning("dataset %s has no oracle: evaluating its held-out pairs (eval=preference)", cfg.dataset.name)
+            if "preference" not in names:
+                names.insert(0, "preference")
     evaluators = {name: EVALUATORS.get(name) for name in names}  # an unknown name fails before any work
     cache: dict[str, Any] = {}
 
