@@ -14,6 +14,8 @@ Rows (one function each; ratios are prefrun over its baseline, oriented so the t
                 with prefrun's ReferenceCache vs TRL's precompute_ref_log_probs recomputed by every run.
   4. shared     prompt 256 tokens, K = 8 responses of 32 tokens: prefrun with the prompt packed once
                 (prefrun.data.shared_prompt) vs its unshared rows: tokens through the model, step time.
+  5. sampler    prompt 128 tokens, K = 8, 32 new tokens: prefrun.generation vs the prompt repeated K times in
+                one generate call: samples/s, and equal samples for equal seeds (scripts/bench_sampler.py).
 
 The model is a random-init Llama larger than `tiny` (6 layers, hidden 256, a 2k-word vocabulary), the
 data synthetic with a fixed seed. Within each repeat, prefrun and its baseline run one after the other
@@ -99,7 +101,7 @@ QUICK = replace(
     shared_response_len=8,
     shared_steps=2,
 )
-ROWS = ("pairwise", "listwise", "sweep", "shared")
+ROWS = ("pairwise", "listwise", "sweep", "shared", "sampler")
 
 
 # --- setup ----------------------------------------------------------------------------------------
@@ -644,6 +646,10 @@ def main(argv: list[str] | None = None) -> int:
             rows += row_listwise(sizes, repeats)
         elif name == "sweep":
             rows += row_sweep(sizes, repeats)
+        elif name == "sampler":
+            from bench_sampler import row_sampler  # row 5 lives in its own script (scripts/ is on sys.path)
+
+            rows += row_sampler(sizes, repeats, args.quick)
         else:
             rows += row_shared(sizes, repeats)
         print(f"[bench] {name} done in {time.perf_counter() - t0:.1f}s", file=sys.stderr, flush=True)

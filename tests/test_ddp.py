@@ -47,7 +47,7 @@ def only(root: Path, name: str) -> Path:
 
 def step_rows(metrics: Path) -> list[dict]:
     rows = [json.loads(line) for line in metrics.read_text().splitlines()]
-    return [r for r in rows if "loss" in r]
+    return [r for r in rows if "loss" in r and r.get("stage") != "sft"]  # preference steps (SFT logs its own)
 
 
 def test_a_global_batch_that_does_not_divide_is_one_clear_line(tmp_path):

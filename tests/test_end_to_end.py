@@ -59,13 +59,15 @@ def test_dpo_raises_the_oracle_reward_over_the_sft_reference(default_results):
 @pytest.mark.slow
 def test_the_run_directory_describes_itself(default_results):
     run_dir = Path(default_results["run_dir"])
-    for name in ("config.yaml", "overrides.yaml", "metrics.jsonl", "results.json", "env.json"):
+    for name in ("config.yaml", "overrides.yaml", "metrics.jsonl", "results.json", "env.json", "plots/training.png"):
         assert (run_dir / name).is_file(), name
+    assert (run_dir / "model" / "model.safetensors").is_file()  # the trained policy is kept
     env = json.loads((run_dir / "env.json").read_text())
     assert env["versions"]["trl"] and env["versions"]["torch"]
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    steps = [row["step"] for row in rows if row["kind"] == "step"]
-    assert steps == sorted(steps) and len(steps) == len(set(steps))
+    for stage in ("sft", "train"):  # the SFT reference's own steps, then preference training's
+        steps = [row["step"] for row in rows if row["kind"] == "step" and row["stage"] == stage]
+        assert steps and steps == sorted(steps) and len(steps) == len(set(steps)), stage
     timings = default_results["timings"]
     assert set(timings) >= {"build_s", "sft_s", "train_s", "eval_s", "wall_s"}
 

@@ -48,7 +48,8 @@ def test_a_torn_checkpoint_is_never_picked(tmp_path):
 
 
 def _rows(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines()]
+    """metrics.jsonl's preference-training lines (the SFT reference logs its own, stage "sft")."""
+    return [r for r in (json.loads(line) for line in path.read_text().splitlines()) if r.get("stage") != "sft"]
 
 
 def test_metrics_are_cut_back_to_the_checkpoint(tmp_path):

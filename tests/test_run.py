@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from omegaconf import OmegaConf
 
-from prefrun.objectives import get_objective
 from prefrun.data.shaping import shape_for_objective
+from prefrun.objectives import get_objective
 
 DATASET = OmegaConf.create({"name": "toy", "pairs": "best_worst", "unpaired": "top_bottom"})
 

@@ -31,8 +31,8 @@ pre-shifted ``shift_labels``: no [B, T, V] logits, no extra forward), at K - 1 e
     [1, 1, 0, 0, 1, 1, 0]
 
 ``prefrun.lm.logprobs.response_logps(model, batch)`` returns the summed log-probs [N] and token counts
-[N] of the N = ΣK responses in ListCollator's row order (``list_index``), as for an unshared batch. The other batch fields (``list_index``, ``mask``, ``scores``,
-``ref_logps``, ...) are those of ``ListCollator``.
+[N] of the N = ΣK responses in ListCollator's row order (``list_index``), as for an unshared batch.
+The other batch fields (``list_index``, ``mask``, ``scores``, ``ref_logps``, ...) are those of ``ListCollator``.
 """
 
 from __future__ import annotations

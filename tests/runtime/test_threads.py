@@ -85,7 +85,7 @@ def _apply(setting, **env: str) -> dict:
 def test_apply_sets_torch_and_the_tokenizers_and_reports_it():
     explicit = _apply(3)
     assert (explicit["torch"], explicit["interop"], explicit["omp"]) == (3, 3, "3")
-    assert explicit["tokenizers_parallelism"] == "true" and explicit["rayon_threads"] == "3"
+    assert explicit["tokenizers_parallelism"] == "false" and explicit["rayon_threads"] == "3"  # off: it competes
     share = _apply(None)  # one CPU in the mask
     assert (share["threads"], share["torch"], share["interop"], share["cpus_from"]) == (1, 1, 1, "affinity")
     assert share["tokenizers_parallelism"] == "false"
