@@ -103,11 +103,11 @@ def test_loss_equals_trl_at_init_and_after_steps(micro_model_dir, tmp_path, name
             return ours_trainer.compute_loss(ours_trainer.model, batch).item()
 
     init_ours, init_trl = our_loss(), _trl_batch_loss(trl, trl.train_dataset)
-    assert init_ours == pytest.approx(init_trl, abs=1e-5)
+    assert init_ours == pytest.approx(init_trl, rel=1e-6, abs=1e-5)  # fp32: sppo_hard's loss is ~50
     trl.train()
     ours_trainer.train()
     after_ours, after_trl = our_loss(), _trl_batch_loss(trl, trl.train_dataset)
-    assert after_ours == pytest.approx(after_trl, abs=1e-5)
+    assert after_ours == pytest.approx(after_trl, rel=1e-6, abs=1e-5)
     print(
         f"parity {name}: init {init_ours:.6f} vs TRL {init_trl:.6f} (|diff| {abs(init_ours - init_trl):.1e}); "
         f"after {STEPS} steps {after_ours:.6f} vs {after_trl:.6f} (|diff| {abs(after_ours - after_trl):.1e})"
