@@ -24,3 +24,6 @@ __all__ = [
     "get_spec",
     "register",
 ]
+
+# The family modules register their objectives on import; the registry itself imports none of them.
+from prefrun.objectives import families  # noqa: E402, F401

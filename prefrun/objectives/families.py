@@ -1,12 +1,10 @@
 """Imports every family module so their objectives register; add a new family module here."""
 
-from prefrun.objectives import (  # noqa: F401
-    joint,
-    listwise,
-    pairwise,
-    reference_free,
-    sft,
-    soft_label,
-    unpaired,
-    zoo,
-)
+import prefrun.objectives.joint  # noqa: F401
+import prefrun.objectives.listwise  # noqa: F401
+import prefrun.objectives.pairwise  # noqa: F401
+import prefrun.objectives.reference_free  # noqa: F401
+import prefrun.objectives.sft  # noqa: F401
+import prefrun.objectives.soft_label  # noqa: F401
+import prefrun.objectives.unpaired  # noqa: F401
+import prefrun.objectives.zoo  # noqa: F401

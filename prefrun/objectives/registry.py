@@ -116,13 +116,11 @@ class Objective:
 
 def available_objectives() -> list[str]:
     """Names of every registered objective, sorted."""
-    _load_builtin_objectives()
     return sorted(_REGISTRY)
 
 
 def get_spec(name: str) -> ObjectiveSpec:
     """The registered spec for ``name``; a one-line error listing the choices otherwise."""
-    _load_builtin_objectives()
     if name not in _REGISTRY:
         raise PrefrunError(f"unknown objective {name!r}; available: {', '.join(sorted(_REGISTRY))}")
     return _REGISTRY[name]
@@ -152,8 +150,3 @@ def get_objective(name: str, **hparams: object) -> Objective:
     if spec.validate is not None:
         spec.validate(bound)
     return Objective(spec, bound)
-
-
-def _load_builtin_objectives() -> None:
-    # Importing the family modules runs their @register decorators.
-    from prefrun.objectives import families  # noqa: F401

@@ -16,6 +16,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from prefrun.results.figure_data import variant_key
+
 METRICS = [
     ("policy/oracle_reward", "reward"),
     ("reference/oracle_reward", "ref reward"),
@@ -41,25 +43,10 @@ def load_results(root: str | Path) -> list[dict[str, Any]]:
     return [json.loads(p.read_text()) for p in sorted(Path(root).rglob("results.json"))]
 
 
-def _group_key(r: dict[str, Any]) -> tuple:
-    hp = ",".join(f"{k}={v}" for k, v in sorted(r.get("hparams", {}).items()))
-    train = r.get("train", {})
-    variant = r.get("variant") or ""
-    return (
-        r.get("dataset"),
-        r.get("model"),
-        r.get("objective"),
-        variant,
-        hp,
-        train.get("lr"),
-        train.get("steps"),
-    )
-
-
 def table(results: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
     groups: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
     for r in results:
-        groups[_group_key(r)].append(r)
+        groups[variant_key(r)].append(r)
     header = ["dataset", "model", "objective", "variant", "hparams", "lr", "steps", "seeds"]
     header += [label for _, label in METRICS]
     rows = []

@@ -19,6 +19,22 @@ HEADLINES = ("win_rate", "accuracy", "policy_reward", "policy/oracle_reward")
 OWN_PREFIXES = ("policy", "reference")  # the oracle's keys: policy/<m>, reference/<m>, win_rate, kl
 
 
+def variant_key(r: dict[str, Any]) -> tuple:
+    """What makes runs the same variant (their seeds differ): dataset, model, objective, overrides, hparams."""
+    hp = ",".join(f"{k}={v}" for k, v in sorted(r.get("hparams", {}).items()))
+    train = r.get("train", {})
+    variant = r.get("variant") or ""
+    return (
+        r.get("dataset"),
+        r.get("model"),
+        r.get("objective"),
+        variant,
+        hp,
+        train.get("lr"),
+        train.get("steps"),
+    )
+
+
 def load_runs(root: str | Path) -> list[tuple[Path, dict[str, Any]]]:
     """(run directory, results.json) of every finished run under ``root``."""
     return [(p.parent, json.loads(p.read_text())) for p in sorted(Path(root).rglob("results.json"))]
@@ -39,9 +55,7 @@ def stage_curves(rows: list[dict[str, Any]], key: str) -> list[tuple[float, floa
 
 
 def _variant_key(result: dict[str, Any]) -> tuple:
-    from prefrun.results.compare import _group_key
-
-    return (result.get("experiment"), *_group_key(result))
+    return (result.get("experiment"), *variant_key(result))
 
 
 def _settings(result: dict[str, Any]) -> dict[str, Any]:
