@@ -75,7 +75,8 @@ def test_no_module_imports_from_a_higher_layer():
 def test_imports_form_no_cycle():
     modules = _modules()
     graph = {
-        name: {t if t in modules else t.rsplit(".", 1)[0] for t in _imports(path, top_level_only=False)} & set(modules) - {name}
+        name: {t if t in modules else t.rsplit(".", 1)[0] for t in _imports(path, top_level_only=False)}
+        & set(modules) - {name}
         for name, path in modules.items()
     }
     state: dict[str, int] = {}
