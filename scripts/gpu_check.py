@@ -99,25 +99,12 @@ LABELS = {
     "cuda_paths": "5 CUDA paths",
 }
 PART_LIMIT_S = {"train": 200, "listwise": 120, "sampler": 100, "cuda_paths": 90, "smokes": 270}
+from prefrun.results.files import PACKAGES  # noqa: E402 - after the repository is on sys.path
+
 FLASH_CANDIDATES = ("flash_attention_4", "flash_attention_3", "flash_attention_2", "sdpa_flash")
 FLOPS_FORMULA = "6*N + 6*L*d*T per trained token; MFU against 790 TFLOP/s bf16 dense"
-VERSIONED = (
-    "torch",
-    "transformers",
-    "trl",
-    "datasets",
-    "accelerate",
-    "peft",
-    "deepspeed",
-    "hydra-core",
-    "omegaconf",
-    "pyarrow",
-    "fsspec",
-    "huggingface-hub",
-    "tokenizers",
-    "safetensors",
-    "numpy",
-)
+# What every run's env.json records, and the engines and I/O libraries only this check exercises.
+VERSIONED = (*PACKAGES[1:], "deepspeed", "pyarrow", "fsspec", "huggingface-hub", "safetensors")
 
 
 @dataclass(frozen=True)
