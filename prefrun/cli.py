@@ -2,20 +2,34 @@
 
 from __future__ import annotations
 
+import functools
+import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from prefrun.config import CONF_DIR
 
+# Settings of how a run is carried out, not of what it computes: they stay out of the results layout, so one
+# experiment lands in one directory on 1 or 8 ranks, quiet or not (env.json records the hardware a run used).
+# Hydra's exclude_keys match exact keys only (`hardware` but not `hardware.threads`), hence these prefixes.
+NON_RESULT_PREFIXES = ("hardware.", "logger.", "run.", "paths.", "cache.")
+# One "key=value" of Hydra's override_dirname (items joined by ","): a comma inside a value (a list) is no split.
+_ITEM_START = re.compile(r",(?=[+~]*[A-Za-z_][\w.@/-]*=)")
+
 
 def _overrides_dir(value: str) -> str:
     """The override part of a run directory: 'default' when nothing beyond the groups was changed.
 
-    Names past 200 characters (file systems stop at 255) keep their start and end a hash of the whole.
+    Overrides of NON_RESULT_PREFIXES settings are left out. Names past 200 characters (file systems stop at
+    255) keep their start and end a hash of the whole.
     """
+    items = _ITEM_START.split(value) if value else []
+    value = ",".join(item for item in items if not item.lstrip("+~").startswith(NON_RESULT_PREFIXES))
     if not value:
         return "default"
     value = value.replace("/", "_")
@@ -31,9 +45,93 @@ def _curriculum_suffix(name: str) -> str:
     return "" if name == "none" else f"+{name}"
 
 
+HIDDEN_GROUPS = ("hydra", "local")  # Hydra's own (--hydra-help lists them); per-machine settings, loaded by themselves
+
+
+def _group_options(group: str) -> list[str]:
+    """The choices of a config group on Hydra's search path (the app's conf/ and any --config-dir)."""
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.object_type import ObjectType
+
+    if GlobalHydra.instance().is_initialized():
+        return sorted(GlobalHydra.instance().config_loader().get_group_options(group, ObjectType.CONFIG))
+    return sorted(p.stem for p in (Path(CONF_DIR) / group).glob("*.yaml"))
+
+
+def _config_groups() -> list[str]:
+    from hydra.core.global_hydra import GlobalHydra
+
+    if GlobalHydra.instance().is_initialized():
+        return sorted(GlobalHydra.instance().config_loader().list_groups(""))
+    return sorted(p.name for p in Path(CONF_DIR).iterdir() if p.is_dir())
+
+
+def _help_groups() -> str:
+    """`--help`'s group lines: each selectable group and its choices; shared parts (files named _*) are hidden."""
+    lines = []
+    for group in _config_groups():
+        options = [o for o in _group_options(group) if not o.startswith("_")]
+        if group not in HIDDEN_GROUPS and options:
+            lines.append(f"  {group}: {', '.join(options)}")
+    return "\n".join(lines)
+
+
+def _help_tasks() -> str:
+    """`--help`'s task lines: each task and the first comment line of its conf/task/<name>.yaml."""
+    lines = []
+    for name in _group_options("task"):
+        path = Path(CONF_DIR) / "task" / f"{name}.yaml"
+        comments = path.read_text().splitlines() if path.is_file() else []
+        about = next((c.lstrip("# ").strip() for c in comments if c.startswith("#") and "@package" not in c), "")
+        lines.append(f"  {name:13} {about}".rstrip())
+    return "\n".join(lines)
+
+
 if not OmegaConf.has_resolver("prefrun.overrides"):
     OmegaConf.register_new_resolver("prefrun.overrides", _overrides_dir)
     OmegaConf.register_new_resolver("prefrun.curriculum", _curriculum_suffix)
+    OmegaConf.register_new_resolver("prefrun.help_groups", _help_groups)
+    OmegaConf.register_new_resolver("prefrun.help_tasks", _help_tasks)
+
+
+def _config_error(e: OmegaConfBaseException) -> None:
+    print(
+        f"prefrun: error: config: {str(e).splitlines()[0]} ({getattr(e, 'full_key', '')}); "
+        "check the key with `prefrun --cfg job`",
+        file=sys.stderr,
+    )
+    sys.exit(2)
+
+
+def _early_checks(cfg) -> None:  # noqa: ANN001 - Hydra passes a DictConfig
+    """What can fail before torch is imported or ranks start (the tasks check the same again, in depth):
+    every numeric setting, and a hub model or dataset that is neither cached nor reachable."""
+    from prefrun.data.sources import check_hub_dataset
+    from prefrun.models.loading import check_model_available
+    from prefrun.tasks.settings_check import check_settings
+
+    check_settings(cfg)
+    check_model_available(cfg.model)
+    check_hub_dataset(cfg.dataset)
+
+
+def _checked(task: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """Run ``_early_checks`` first: a bad setting fails in a second, with one line, not after the imports."""
+
+    @functools.wraps(task)
+    def wrapped(cfg: Any) -> Any:
+        from prefrun.errors import PrefrunError
+
+        try:
+            _early_checks(cfg)
+        except PrefrunError as e:
+            print(f"prefrun: error: {e}", file=sys.stderr)
+            sys.exit(2)
+        except OmegaConfBaseException as e:
+            _config_error(e)
+        return task(cfg)
+
+    return wrapped
 
 
 def _main(cfg) -> float | None:  # noqa: ANN001 - Hydra passes a DictConfig
@@ -49,12 +147,7 @@ def _main(cfg) -> float | None:  # noqa: ANN001 - Hydra passes a DictConfig
         metric = cfg.get("optimized_metric")  # what a sweeper (sweep=optuna) maximises
         return results.get("eval", {}).get(metric) if metric else None
     except OmegaConfBaseException as e:  # a bad or missing config value, found when resolving
-        print(
-            f"prefrun: error: config: {str(e).splitlines()[0]} ({getattr(e, 'full_key', '')}); "
-            "check the key with `prefrun --cfg job`",
-            file=sys.stderr,
-        )
-        sys.exit(2)
+        _config_error(e)
 
 
 def main() -> None:
@@ -63,7 +156,7 @@ def main() -> None:
     from prefrun.errors import PrefrunError
     from prefrun.launch import with_launcher  # N processes (torchrun) or srun's ranks, else this one
 
-    app = hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")(with_launcher(_main))
+    app = hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")(_checked(with_launcher(_main)))
     try:
         app()
     except PrefrunError as e:  # raised during composition-time checks

@@ -36,6 +36,7 @@ from prefrun.runtime.distributed import batch_layout, is_main_process, world_siz
 log = logging.getLogger("prefrun")
 
 WORKER_ENV = "PREFRUN_WORKER"
+WORKER_ERRORS = ".worker-errors"  # in the run directory: each failing worker's one-line error, for the launcher
 DIST_ENV = (
     "RANK",
     "WORLD_SIZE",
@@ -138,10 +139,12 @@ def launch_local(cfg: Any, hydra_cfg: Any, run_dir: Path) -> int:
             "(hydra/launcher=slurm) or start `torchrun --nnodes ... -m prefrun ...` on each node"
         )
     prepare(cfg, run_dir)
+    errors = run_dir / WORKER_ERRORS
+    shutil.rmtree(errors, ignore_errors=True)
     cmd = [
         sys.executable,
-        "-m",
-        "torch.distributed.run",
+        "-c",
+        "import sys; from prefrun.launch import torchrun_main; torchrun_main(sys.argv[1:])",
         "--standalone",
         f"--nproc_per_node={n}",
         f"--signals_to_handle={','.join(('SIGTERM', 'SIGINT', 'SIGHUP', 'SIGQUIT', *PREEMPT_SIGNALS[1:]))}",
@@ -175,9 +178,34 @@ def launch_local(cfg: Any, hydra_cfg: Any, run_dir: Path) -> int:
             file=sys.stderr,
         )
         return PREEMPT_EXIT_CODE
+    messages = list(dict.fromkeys(p.read_text() for p in sorted(errors.glob("rank-*")))) if errors.is_dir() else []
+    shutil.rmtree(errors, ignore_errors=True)
+    if code and messages:  # the workers' PrefrunErrors: each distinct line once, as a single process says it
+        for message in messages:
+            print(f"prefrun: error: {message}", file=sys.stderr)
+        return 2
     if code:
         print(f"prefrun: error: a worker process failed (exit {code}); its error is above", file=sys.stderr)
     return code
+
+
+def torchrun_main(argv: list[str]) -> None:
+    """``torch.distributed.run`` with ``argv``, exiting with the first failed worker's code.
+
+    Without its own failure report (the ChildFailedError traceback and the agent's log lines): a worker's
+    bug prints its own traceback, a worker's PrefrunError reaches the launcher as one line.
+    """
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import main
+
+    for name in [*logging.root.manager.loggerDict, "torch.distributed.elastic"]:
+        if name.startswith("torch.distributed"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
+    try:
+        main(argv)
+    except ChildFailedError as e:
+        code = e.get_first_failure()[1].exitcode
+        sys.exit(code if code > 0 else 128 - code if code < 0 else 1)  # killed by signal N: 128 + N, as a shell says
 
 
 def _prepared_marker(run_dir: Path) -> Path:
@@ -252,6 +280,13 @@ def with_launcher(task: Callable[[Any], Any]) -> Callable[[Any], Any]:
                     sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - for the life of the process
                 try:
                     task(cfg)
+                except PrefrunError as e:
+                    if os.environ.get(WORKER_ENV) != "1":
+                        raise
+                    errors = run_dir / WORKER_ERRORS  # the launcher prints it once, not once per rank
+                    errors.mkdir(parents=True, exist_ok=True)
+                    (errors / f"rank-{os.environ.get('RANK', '0')}").write_text(str(e))
+                    sys.exit(2)
                 finally:
                     _destroy_process_group()
             elif world_size(cfg) > 1 or needs_distributed_engine(cfg):

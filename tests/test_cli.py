@@ -116,3 +116,54 @@ def test_a_finished_run_is_not_overwritten(tmp_path):
     result = prefrun(tmp_path=tmp_path)
     _assert_one_line_error(result, "already holds a finished run", "run.overwrite=true")
     assert json.loads((run_dir / "results.json").read_text()) == {"finished": True}
+
+
+BAD_SETTINGS = {  # the whole list of checked settings and their messages: tests/tasks/test_settings_check.py
+    "train.steps=-5": "prefrun: error: train.steps=-5 is out of range: it must be an integer ≥ 1",
+    "train.lr=abc": "prefrun: error: train.lr='abc' is not a finite number: it must be a number ≥ 0",
+    "seed=abc": "prefrun: error: seed='abc' is not an integer: it must be an integer ≥ 0",
+    "eval.oracle.prompts=0": "prefrun: error: eval.oracle.prompts=0 is out of range: it must be an integer ≥ 1",
+}
+
+
+@pytest.mark.parametrize("override", list(BAD_SETTINGS))
+def test_a_bad_setting_gets_one_line_before_torch_is_imported(tmp_path, override):
+    """Checked before data, the SFT reference or ranks: before, -5 trained 600 steps, 0 one step, abc raised
+    from inside the optimizer or the seeding, and 0 prompts a StatisticsError after training."""
+    cmd = [*PREFRUN[:1], "-X", "importtime", *PREFRUN[1:], f"paths.output_dir={tmp_path}/out", "logger=none", override]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2
+    lines = [line for line in out.stderr.splitlines() if not line.startswith("import time:")]
+    assert len(lines) == 1 and lines[0].startswith(BAD_SETTINGS[override]), out.stderr[-2000:]
+    imported = {line.rsplit("|", 1)[-1].strip() for line in out.stderr.splitlines() if "|" in line}
+    assert "torch" not in imported
+    assert not list((tmp_path / "out").rglob("*.json"))  # nothing written: no config, env or results file
+
+
+def test_help_starts_with_what_prefrun_is_and_hides_internal_choices():
+    out = subprocess.run([*PREFRUN, "--help"], capture_output=True, text=True, timeout=60).stdout
+    assert out.startswith("prefrun: a command-line experiment runner for preference optimization")
+    assert "powered by Hydra" not in out.splitlines()[0]
+    for task in ("preference", "evaluate"):
+        assert any(line.split()[:1] == [task] for line in out.splitlines()), task
+    examples = [line for line in out.splitlines() if line.strip().startswith("prefrun ")]
+    assert len(examples) >= 3
+    assert "outputs/<experiment>/" in out and "prefrun-compare" in out
+    groups = {line.split(":")[0].strip(): line for line in out.splitlines() if line.startswith("  ") and ": " in line}
+    assert "_hub" not in groups["model"] and "local" not in groups
+    assert "\n== Config ==" not in out  # not the whole composed config: `prefrun --cfg job` prints that
+
+
+def test_help_lists_every_selectable_choice_of_every_group():
+    from prefrun.config import CONF_DIR
+
+    out = subprocess.run([*PREFRUN, "--help"], capture_output=True, text=True, timeout=60).stdout
+    listed = {
+        line.split(":")[0].strip(): line.split(":", 1)[1].strip().split(", ")
+        for line in out.split("== Config groups")[1].splitlines()
+        if line.startswith("  ") and ": " in line
+    }
+    for group in Path(CONF_DIR).iterdir():
+        if group.is_dir() and group.name not in ("hydra", "local"):
+            choices = sorted(p.stem for p in group.glob("*.yaml") if not p.stem.startswith("_"))
+            assert listed[group.name] == choices, group.name

@@ -22,6 +22,7 @@ from conftest import MICRO_RUN
 MICRO = [*MICRO_RUN, "train.steps=6"]
 DDP = ["hardware=ddp", "hardware.accelerator=cpu", "hardware.num_processes=2"]
 LOSS_TOL = 1e-4
+METRIC_TOL = 1e-5
 
 
 def prefrun(tmp: Path, *args: str, env: dict | None = None, timeout: int = 240) -> subprocess.CompletedProcess:
@@ -86,6 +87,24 @@ def test_two_gloo_ranks_match_one_process(runs):
 
 
 @pytest.mark.slow
+def test_every_logged_metric_is_the_whole_batch_not_rank_0s_half(runs):
+    """logps/*, rewards/*, lengths/*, num_tokens, ...: each step's line of a 2-rank run is the 1-process line."""
+    ddp_rows = step_rows(only(runs["ddp"] / "out", "metrics.jsonl"))
+    single_rows = step_rows(only(runs["single"] / "out", "metrics.jsonl"))
+    assert [sorted(r) for r in ddp_rows] == [sorted(r) for r in single_rows]
+    assert {"logps/chosen", "rewards/margins", "lengths/rejected", "num_tokens"} <= set(single_rows[0])
+    worst: dict[str, float] = {}  # the largest |2-rank − 1-process| of each metric over the steps
+    for a, b in zip(ddp_rows, single_rows):
+        for key, value in b.items():
+            if isinstance(value, int | float) and key != "step":
+                worst[key] = max(worst.get(key, 0.0), abs(a[key] - value))
+    # What remains is float32 summation order (observed ≤ 7.7e-6 on log-probs of magnitude ~35, 2 ulps).
+    assert {k: d for k, d in worst.items() if d > METRIC_TOL} == {}, worst
+    # Tokens are counted over both ranks' halves: the 1-process count, exactly.
+    assert [r["num_tokens"] for r in ddp_rows] == [r["num_tokens"] for r in single_rows]
+
+
+@pytest.mark.slow
 def test_rank0_alone_writes_and_reference_log_probs_are_computed_once(runs):
     out = runs["ddp"] / "out"
     results = only(out, "results.json")
@@ -97,6 +116,58 @@ def test_rank0_alone_writes_and_reference_log_probs_are_computed_once(runs):
     assert training["reference_cache"] == {"hits": 0, "misses": 1}
     assert training["world_size"] == 2
     assert len(list((runs["ddp"] / "cache" / "reference").glob("ref-*.json"))) == 1
+
+
+@pytest.mark.slow
+def test_env_json_records_the_hardware_a_run_used(runs):
+    """The hardware group is recorded with the run (its overrides do not name the run directory)."""
+    ddp_env = json.loads(only(runs["ddp"] / "out", "env.json").read_text())["hardware_config"]
+    single_env = json.loads(only(runs["single"] / "out", "env.json").read_text())["hardware_config"]
+    assert (ddp_env["name"], ddp_env["num_processes"], ddp_env["accelerator"]) == ("ddp", 2, "cpu")
+    assert (single_env["name"], single_env["num_processes"]) == ("cpu", 1)
+
+
+@pytest.mark.slow
+def test_a_diverging_step_stops_both_ranks_with_one_line_and_no_finished_run(tmp_path):
+    """One finite but extreme score (LiPO's gains 2^s overflow) sits in one rank's half: both ranks stop at step 1
+    together (a rank stopping alone would leave the other waiting in the next all-reduce)."""
+    rows = [
+        {
+            "prompt": f"sort {i} 3 1",
+            "responses": [
+                {"text": f"1 3 {i}", "score": 1e300 if i == 0 else 2.0},
+                {"text": f"3 1 {i}", "score": 1.0},
+                {"text": f"{i} 1 3", "score": 0.0},
+            ],
+        }
+        for i in range(8)
+    ]
+    data = tmp_path / "extreme.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    local = ["dataset=local", f"dataset.path={data}", "dataset.schema=list", "dataset.fields.prompt=prompt"]
+    local += ["dataset.fields.responses=responses", "dataset.fields.text=text", "dataset.fields.score=score"]
+    micro = [r for r in MICRO_RUN if not r.startswith(("dataset.", "sft.", "eval."))]  # the sort task's settings
+    result = prefrun(
+        tmp_path,
+        *micro,
+        *DDP,
+        *local,
+        "dataset.holdout=0",
+        "eval=none",
+        "objective=lipo",
+        "sft.enabled=false",
+        "train.steps=2",
+        timeout=180,
+    )
+    assert result.returncode != 0
+    errors = [line for line in result.stderr.splitlines() if line.startswith("prefrun: error:")]
+    assert errors == [  # once, not once per rank, and no launcher traceback
+        "prefrun: error: training diverged at step 1/2: the loss is inf and the gradient norm is nan (objective=lipo, "
+        "train.lr=0.001); lower train.lr or check the training data's scores for infinite or extreme values"
+    ]
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr and "ChildFailedError" not in result.stderr
+    assert not list(tmp_path.rglob("results.json"))
 
 
 def _free_port() -> int:

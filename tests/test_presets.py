@@ -39,7 +39,7 @@ def compose_and_run(overrides: list[str], run_dir: Path) -> dict:
 
 
 PRESETS = {
-    "hh_rlhf": ("hh_rlhf.jsonl", "dpo", [], 3),
+    "hh_rlhf": ("hh_rlhf.jsonl", "dpo", [], 2),  # row 3's chosen = rejected: dropped
     "ultrafeedback_binarized": ("ultrafeedback_binarized.jsonl", "dpo", [], 1),  # row 2 is a tie
     "ultrafeedback": ("ultrafeedback_raw.jsonl", "lipo", [], 2),  # row 3 has 1 response < min_k 2
     "nectar": ("nectar.jsonl", "lipo", [], 2),

@@ -94,7 +94,7 @@ def test_overwrite_restarts_a_finished_run_from_scratch(tmp_path):
 
 
 # --- end to end --------------------------------------------------------------------------------------------
-def _command(tmp: Path, name: str) -> list[str]:
+def _command(tmp: Path, name: str, *extra: str) -> list[str]:
     return [
         sys.executable,
         "-m",
@@ -103,6 +103,7 @@ def _command(tmp: Path, name: str) -> list[str]:
         f"paths.cache_dir={tmp}/cache",
         f"hydra.run.dir={tmp}/{name}",
         *RUN,
+        *extra,
     ]
 
 
@@ -113,9 +114,11 @@ def _run(tmp: Path, name: str) -> subprocess.CompletedProcess:
     return subprocess.run(_command(tmp, name), capture_output=True, text=True, timeout=240, env=ENV)
 
 
-def _stop_after_checkpoint(tmp: Path, name: str, after_step: int, sig: signal.Signals) -> tuple[int, str]:
+def _stop_after_checkpoint(tmp: Path, name: str, after_step: int, sig: signal.Signals, *extra: str) -> tuple[int, str]:
     """Start the run, wait for a complete checkpoint past ``after_step``, send ``sig``; (exit code, stderr)."""
-    proc = subprocess.Popen(_command(tmp, name), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=ENV)
+    proc = subprocess.Popen(
+        _command(tmp, name, *extra), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=ENV
+    )
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline and proc.poll() is None:
         found = last_complete_checkpoint(tmp / name / "checkpoints")
@@ -166,3 +169,16 @@ def test_a_killed_run_resumes_with_every_step_once_and_the_same_results(tmp_path
     got = json.loads((run_dir / "results.json").read_text())["eval"]
     want = json.loads((tmp_path / "uninterrupted" / "results.json").read_text())["eval"]
     assert want and got == pytest.approx(want, abs=TOL)
+
+
+@pytest.mark.slow
+def test_ctrl_c_checkpoints_and_exits_in_one_line_like_sigterm(tmp_path):
+    """SIGINT of a single-process run: the step ends, a checkpoint is written, one line says how to resume."""
+    code, stderr = _stop_after_checkpoint(tmp_path, "interrupted", 0, signal.SIGINT, "sft.enabled=false")
+    assert code == PREEMPT_EXIT_CODE, stderr[-3000:]
+    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr
+    assert "prefrun: stopped by SIGINT at a saved checkpoint; rerun the same command to resume" in stderr.splitlines()
+    run_dir = tmp_path / "interrupted"
+    stopped = int(last_complete_checkpoint(run_dir / "checkpoints").name.split("-")[1])
+    assert max(r["step"] for r in _rows(run_dir / "metrics.jsonl")) == stopped < STEPS
+    assert not (run_dir / "results.json").exists()

@@ -19,6 +19,8 @@ Schemas (`dataset.schema`) and the fields each one maps (`dataset.fields.<field>
     scored_responses  prompt, responses, scores (lists of columns)              SHP
     grouped           prompt, response, score: one response per row,            HelpSteer2
                       rows with the same prompt become one record
+    choice            prompt, responses, text, choice (+ turn): the preferred   PKU-SafeRLHF, TL;DR,
+                      response's index or name, or a tie (see choice.py)        MT-Bench, Chatbot Arena
 
 Rules:
 - Text or chat. A prompt or response is text or chat messages ({role, content}, or ShareGPT
@@ -28,14 +30,19 @@ Rules:
 - Implicit prompt (pairwise text, `fields.prompt` null): the text chosen and rejected share, cut
   just after the last `prompt_marker` in it (hh-rlhf: "\\n\\nAssistant:"), or at its last whitespace
   when no marker is set; each response keeps the rest (with its leading space).
-- Scores are floats, higher is better; numeric strings are read as numbers; a missing, None, NaN or
-  non-numeric score is an error that names the row. A `score` may be a dotted path into nested
-  fields ("annotations.helpfulness.Rating") or a {column: weight} mapping (a weighted sum). A pair
-  without mapped scores gets [1, 0]. Ties are kept as the data has them; `to_pairs` drops them.
+- Scores are floats, higher is better; numeric strings are read as numbers; a missing, None,
+  non-numeric or non-finite score (NaN, Infinity, -Infinity, "inf", "nan") is an error that names the
+  file, row, line and field. A `score` may be a dotted path into nested fields
+  ("annotations.helpfulness.Rating") or a {column: weight} mapping (a weighted sum). A pair without
+  mapped scores gets [1, 0]. Ties are kept as the data has them; `to_pairs` drops them.
 - Ranks (rank 1 = best) are used only for their order: see `ranks_to_scores`.
 - Joint preferences (pairwise, `fields.prompt_rejected` set): the rejected response answers its own
   prompt, so each record carries `prompts` = [prompt, prompt_rejected] (only `objective=jpo` trains on
   them). With chat messages the two histories may then differ.
+- `fields.user` (an annotator, worker or judge id), in every schema but grouped, becomes each
+  record's `user` (pluralistic data, reward models). `fields.prompt` may list several fields: the
+  first one present and set is the prompt (summarize_from_feedback: a post, else an article).
+- Files are read a line at a time (JSONL) and must be UTF-8 (see reading.py).
 - `k` keeps the first k responses in the data's order; records with fewer than `min_k` responses
   are dropped and counted in the log; `max_rows` keeps at most that many records.
 """
@@ -44,7 +51,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -53,8 +59,20 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from prefrun.data import choice as choice_schema
+from prefrun.data import fields as get
+from prefrun.data.fields import columns as _columns_of
+from prefrun.data.fields import label as _label
+from prefrun.data.fields import messages as _messages
+from prefrun.data.fields import number as _number
+from prefrun.data.fields import prompt as _prompt
+from prefrun.data.fields import ranks_to_scores
+from prefrun.data.fields import response as _response
+from prefrun.data.reading import read_rows
 from prefrun.data.records import Record, make_record, validate_record
 from prefrun.errors import PrefrunError
+
+__all__ = ["SCHEMA_FIELDS", "DatasetSpec", "load_records", "ranks_to_scores"]
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +82,7 @@ SCHEMA_FIELDS: dict[str, tuple[str, ...]] = {
     "unpaired": ("prompt", "completion", "label"),
     "scored_responses": ("prompt", "responses", "scores"),
     "grouped": ("prompt", "response", "score"),
+    "choice": ("prompt", "responses", "text", "choice", "turn"),
 }
 _REQUIRED: dict[str, tuple[str, ...]] = {
     "pairwise": ("chosen", "rejected"),
@@ -71,18 +90,20 @@ _REQUIRED: dict[str, tuple[str, ...]] = {
     "unpaired": ("completion", "label"),
     "scored_responses": ("prompt", "responses", "scores"),
     "grouped": ("prompt", "response", "score"),
+    "choice": ("responses", "choice"),
 }
 # fields that may hold more than one name: lists of columns, or {column: weight} for a weighted sum
 _MAPPING_KINDS: dict[str, type] = {"responses": list, "scores": list, "score": dict}
-_MAPPING_KINDS |= {"score_chosen": dict, "score_rejected": dict}
+_MAPPING_KINDS |= {"score_chosen": dict, "score_rejected": dict, "choice": dict, "prompt": list}
 _MAPPING_HINTS = {"responses": " or a list of them", "scores": " or a list of them"}
+_MAPPING_HINTS |= {"choice": " or a {preference label: field} mapping", "prompt": " or a list of them"}
 _MAPPING_HINTS |= {k: " or a {name: weight} mapping" for k in ("score", "score_chosen", "score_rejected")}
 # per-record inputs some objectives need, mappable in every schema but `grouped`: p_chosen (irepo: the
 # empirical probability that the first response is preferred), baseline_logps (poft: per response, the
-# length-normalised log-prob under frozen aligned models; a list of M per response is averaged)
-_EXTRA_FIELDS = ("p_chosen", "baseline_logps")
+# length-normalised log-prob under frozen aligned models; a list of M per response is averaged), user
+# (the annotator: pluralistic data and reward models)
+_EXTRA_FIELDS = ("p_chosen", "baseline_logps", "user")
 _ALL_FIELDS = sorted({name for names in SCHEMA_FIELDS.values() for name in names} | set(_EXTRA_FIELDS))
-_SHAREGPT_ROLES = {"human": "user", "gpt": "assistant"}
 
 Row = dict[str, Any]
 Rows = Iterator[tuple[str, Row]]  # (where the row is, for errors; the row)
@@ -107,6 +128,7 @@ class DatasetSpec:
     k: int | None = None
     min_k: int = 1
     max_rows: int | None = None
+    choice: choice_schema.ChoiceSettings | None = None  # schema choice: preference, names, ties
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any]) -> DatasetSpec:
@@ -125,12 +147,28 @@ class DatasetSpec:
             k=_count(raw, "k", None),
             min_k=_count(raw, "min_k", 1),
             max_rows=_count(raw, "max_rows", None),
+            choice=choice_schema.settings(fields, raw) if schema == "choice" else None,
         )
+        if schema != "choice":
+            for key in _CHOICE_KEYS:
+                if raw.get(key) not in (None, *_CHOICE_DEFAULTS.get(key, ())):
+                    raise PrefrunError(
+                        f"dataset.{key} is set but schema {schema!r} does not use it (only schema choice does); "
+                        "set it to null or use dataset.schema=choice"
+                    )
         if not spec.path and not spec.hub_id:
             raise PrefrunError(f"dataset {spec.name}: set dataset.path to a local file (or dataset.hub_id)")
         if spec.k is not None and spec.min_k > spec.k:
             raise PrefrunError(f"dataset.min_k={spec.min_k} exceeds dataset.k={spec.k}; lower min_k or raise k")
         return spec
+
+
+_CHOICE_KEYS = ("preference", "choice_names", "ties", "differing_histories")
+# the values local.yaml gives them, accepted under every schema
+_CHOICE_DEFAULTS: dict[str, tuple[Any, ...]] = {
+    "ties": (list(choice_schema.DEFAULT_TIES),),
+    "differing_histories": ("drop",),
+}
 
 
 def _check_fields(schema: str, fields: dict[str, Any]) -> None:
@@ -175,8 +213,14 @@ def load_records(cfg: Mapping[str, Any], split: str) -> list[Record]:
     """
     spec = DatasetSpec.from_config(cfg)
     source, rows = _open_rows(spec, split)
+    counts = choice_schema.ChoiceCounts()
     if spec.schema == "grouped":
         mapped: Iterable[Record] = _grouped(rows, spec)
+    elif spec.choice is not None:
+        mapped = (
+            _with_extras(record, row, where, spec)
+            for where, row, record in choice_schema.choice_records(rows, spec.choice, counts)
+        )
     else:
         mapper = _ROW_MAPPERS[spec.schema]
         mapped = (_with_extras(mapper(row, where, spec), row, where, spec) for where, row in rows)
@@ -184,8 +228,9 @@ def load_records(cfg: Mapping[str, Any], split: str) -> list[Record]:
     short = 0
     for record in mapped:
         if spec.k is not None:
-            record["responses"] = record["responses"][: spec.k]
-            record["scores"] = record["scores"][: spec.k]
+            for key in ("responses", "scores", "prompts"):
+                if key in record:
+                    record[key] = record[key][: spec.k]
         if len(record["responses"]) < spec.min_k:
             short += 1
             continue
@@ -195,16 +240,44 @@ def load_records(cfg: Mapping[str, Any], split: str) -> list[Record]:
             break
     if short:
         log.info("%s: dropped %d prompts with fewer than min_k=%d responses", source, short, spec.min_k)
+    _log_choice_counts(source, counts)
     if not records:
+        differing = (
+            f", {counts.differing_histories} dropped whose conversations differ before the judged answer "
+            "(dataset.differing_histories=joint keeps them for objective=jpo)"
+            if counts.differing_histories
+            else ""
+        )
         raise PrefrunError(
             f"{source}: no records after loading ({short} dropped with fewer than dataset.min_k={spec.min_k} "
-            "responses); check the file, dataset.splits and dataset.min_k"
+            f"responses{differing}); check the file, dataset.splits and dataset.min_k"
         )
     return records
 
 
+def _log_choice_counts(source: str, counts: choice_schema.ChoiceCounts) -> None:
+    """Say how many choices were ties (kept: pairwise objectives drop them) and how many rows were dropped."""
+    total = sum(counts.by_label.values())
+    if counts.ties:
+        log.warning(
+            "%s: %d of %d choices are ties, kept with equal scores (pairwise objectives drop them)",
+            source,
+            counts.ties,
+            total,
+        )
+    if counts.differing_histories:
+        log.warning(
+            "%s: dropped %d rows whose two conversations differ before the judged answer (a later turn after "
+            "each model's own earlier answers); dataset.differing_histories=joint keeps them for objective=jpo",
+            source,
+            counts.differing_histories,
+        )
+
+
 def _with_extras(record: Record, row: Row, where: str, spec: DatasetSpec) -> Record:
-    """Copy the mapped per-record inputs (p_chosen, baseline_logps) onto the record, as numbers."""
+    """Copy the mapped per-record inputs (p_chosen, baseline_logps as numbers, user as text) onto the record."""
+    if "user" in spec.fields:
+        record["user"] = str(_field(row, spec, "user", where))
     if "p_chosen" in spec.fields:
         record["p_chosen"] = _number(_field(row, spec, "p_chosen", where), where, "p_chosen")
     if "baseline_logps" in spec.fields:
@@ -244,57 +317,7 @@ def _open_rows(spec: DatasetSpec, split: str) -> tuple[str, Rows]:
 
 
 def _file_rows(path: Path) -> Rows:
-    reader = _READERS.get(path.suffix.lower())
-    if reader is None:
-        raise PrefrunError(f"dataset.path {path}: unknown extension {path.suffix!r}; use one of {', '.join(_READERS)}")
-    if not path.is_file():
-        raise PrefrunError(
-            f"dataset.path {path}: no such file (resolved to {path.absolute()}); "
-            "set dataset.path to an existing file (absolute, or relative to the working directory)"
-        )
-    return ((f"{path} row {i}{line}", _as_row(row, f"{path} row {i}")) for i, (line, row) in enumerate(reader(path)))
-
-
-def _read_jsonl(path: Path) -> Iterator[tuple[str, Any]]:
-    with path.open(encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                yield f" (line {n})", json.loads(line)
-            except json.JSONDecodeError as e:
-                raise PrefrunError(f"{path} line {n}: not valid JSON ({e.msg}); each line holds one object") from None
-
-
-def _read_json(path: Path) -> Iterator[tuple[str, Any]]:
-    with path.open(encoding="utf-8") as f:
-        try:
-            data = json.load(f)
-        except json.JSONDecodeError as e:
-            raise PrefrunError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
-    if not isinstance(data, list):
-        raise PrefrunError(f"{path}: a .json dataset must be a list of row objects (or use .jsonl)")
-    return (("", row) for row in data)
-
-
-def _read_parquet(path: Path) -> Iterator[tuple[str, Any]]:
-    import pyarrow.parquet as pq
-
-    return (("", row) for row in pq.read_table(path).to_pylist())
-
-
-def _read_csv(path: Path) -> Iterator[tuple[str, Any]]:
-    import pandas as pd
-
-    return ((f" (line {i + 2})", row) for i, row in enumerate(pd.read_csv(path).to_dict("records")))
-
-
-_READERS: dict[str, Callable[[Path], Iterator[tuple[str, Any]]]] = {
-    ".jsonl": _read_jsonl,
-    ".json": _read_json,
-    ".parquet": _read_parquet,
-    ".csv": _read_csv,
-}
+    return ((f"{path} row {i}{line}", _as_row(row, f"{path} row {i}")) for i, (line, row) in enumerate(read_rows(path)))
 
 
 def _hub_rows(spec: DatasetSpec, split_name: str) -> Rows:
@@ -317,114 +340,12 @@ def _as_row(row: Any, where: str) -> Row:
     return dict(row)
 
 
-# ---------------------------------------------------------------- field access
-
-
-def _value(obj: Mapping[str, Any], key: str, where: str, yaml_key: str) -> Any:
-    """obj[key] (or a dotted path into nested fields); an error naming the row and the YAML key if absent."""
-    if not isinstance(obj, Mapping):
-        raise PrefrunError(f"{where}: expected an object with a field {key!r} (dataset.{yaml_key}), got {obj!r:.60}")
-    if key in obj:
-        value = obj[key]
-    else:
-        value = obj
-        for part in key.split("."):
-            if not isinstance(value, Mapping) or part not in value:
-                raise PrefrunError(
-                    f"{where}: no field {key!r} (it has: {', '.join(map(str, obj))}); "
-                    f"set dataset.{yaml_key} to the name of the field that holds it"
-                )
-            value = value[part]
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        raise PrefrunError(
-            f"{where}: field {key!r} (dataset.{yaml_key}) is empty (None/NaN); fill it in or drop the row"
-        )
-    return value
-
-
 def _field(obj: Mapping[str, Any], spec: DatasetSpec, name: str, where: str) -> Any:
-    return _value(obj, spec.fields[name], where, f"fields.{name}")
-
-
-def _number(value: Any, where: str, what: str) -> float:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise PrefrunError(f"{where}: {what} is {value!r}, not a number; fix the data or map another field") from None
-    if math.isnan(number):
-        raise PrefrunError(f"{where}: {what} is NaN; fill it in or drop the row")
-    return number
+    return get.field(obj, spec.fields, name, where)
 
 
 def _score(obj: Mapping[str, Any], spec: DatasetSpec, name: str, where: str) -> float:
-    """The score field `name` of obj: one column, or a {column: weight} mapping summed."""
-    mapping = spec.fields[name]
-    if isinstance(mapping, Mapping):
-        return sum(
-            float(w) * _number(_value(obj, col, where, f"fields.{name}.{col}"), where, f"field {col!r}")
-            for col, w in mapping.items()
-        )
-    return _number(_field(obj, spec, name, where), where, f"field {mapping!r} (dataset.fields.{name})")
-
-
-def _label(value: Any, where: str) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, int | float) and value in (0, 1):
-        return bool(value)
-    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
-        return value.strip().lower() == "true"
-    raise PrefrunError(f"{where}: label is {value!r}; a label must be true/false (or 1/0)")
-
-
-def ranks_to_scores(ranks: list[float]) -> list[float]:
-    """Scores from ranks (1 = best), using only their order: the number of distinct ranks worse than each.
-
-    A clean ranking 1..K gives K - rank; gaps are ignored and equal ranks are ties:
-
-    >>> ranks_to_scores([1, 2, 3])
-    [2.0, 1.0, 0.0]
-    >>> ranks_to_scores([3, 1, 7])
-    [1.0, 2.0, 0.0]
-    >>> ranks_to_scores([1, 2, 2, 4])
-    [2.0, 1.0, 1.0, 0.0]
-    """
-    levels = sorted(set(ranks))
-    return [float(len(levels) - 1 - levels.index(r)) for r in ranks]
-
-
-# ---------------------------------------------------------------- text and chat messages
-
-
-def _message(m: Any, where: str, what: str) -> dict[str, Any]:
-    if isinstance(m, Mapping):
-        if "role" in m and "content" in m:
-            return {"role": str(m["role"]), "content": m["content"]}
-        if "from" in m and "value" in m:
-            return {"role": _SHAREGPT_ROLES.get(m["from"], str(m["from"])), "content": m["value"]}
-    raise PrefrunError(f"{where}: {what} holds {m!r:.60}, not a chat message ({{role, content}} or {{from, value}})")
-
-
-def _messages(value: Any, where: str, what: str) -> list[dict[str, Any]] | None:
-    """value as a list of chat messages, or None when it is text."""
-    if isinstance(value, str):
-        return None
-    if isinstance(value, Mapping):
-        return [_message(value, where, what)]
-    if isinstance(value, list | tuple) and value:
-        return [_message(m, where, what) for m in value]
-    raise PrefrunError(f"{where}: {what} is {value!r:.60}, neither text nor a list of chat messages")
-
-
-def _prompt(value: Any, where: str) -> str | list[dict[str, Any]]:
-    messages = _messages(value, where, "the prompt")
-    return value if messages is None else messages
-
-
-def _response(value: Any, where: str, what: str) -> str:
-    """A response's text: the text itself, or the content of the last of its chat messages."""
-    messages = _messages(value, where, what)
-    return value if messages is None else messages[-1]["content"]
+    return get.score(obj, spec.fields, name, where)
 
 
 def _shared_prefix_prompt(chosen: str, rejected: str, marker: str | None, where: str) -> str:
@@ -521,22 +442,11 @@ def _unpaired(row: Row, where: str, spec: DatasetSpec) -> Record:
 
 def _scored_responses(row: Row, where: str, spec: DatasetSpec) -> Record:
     prompt = _prompt(_field(row, spec, "prompt", where), where)
-    responses = [_response(v, where, "a response") for v in _columns(row, spec, "responses", where)]
-    scores = [_number(v, where, "a score") for v in _columns(row, spec, "scores", where)]
+    responses = [_response(v, where, "a response") for v in _columns_of(row, spec.fields, "responses", where)]
+    scores = [_number(v, where, "a score") for v in _columns_of(row, spec.fields, "scores", where)]
     if len(responses) != len(scores):
         raise PrefrunError(f"{where}: {len(responses)} responses but {len(scores)} scores; check dataset.fields")
     return make_record(prompt, responses, scores)
-
-
-def _columns(row: Row, spec: DatasetSpec, name: str, where: str) -> list[Any]:
-    """The values of a list of columns, or of one column that holds a list."""
-    columns = spec.fields[name]
-    if isinstance(columns, str):
-        values = _field(row, spec, name, where)
-        if not isinstance(values, list | tuple):
-            raise PrefrunError(f"{where}: field {columns!r} (dataset.fields.{name}) is not a list")
-        return list(values)
-    return [_value(row, col, where, f"fields.{name}") for col in columns]
 
 
 def _grouped(rows: Rows, spec: DatasetSpec) -> Iterator[Record]:

@@ -9,6 +9,8 @@
 
 Each returns the new records and the number of input records that yielded none (for the caller to log).
 A pair is never a tie: tied responses are not paired, so a list whose scores are all equal yields none.
+``drop_identical`` removes records whose responses are all the same text to the same prompt (a pair whose
+chosen equals its rejected): they carry no preference, whatever their scores say.
 Keys other than responses, scores, labels and prompts (prompt, user, ...) are copied to every output
 record; per-response prompts (joint preferences) follow their responses.
 
@@ -76,6 +78,22 @@ def _picked(record: Record, indices: tuple[int, ...]) -> Record:
         out["prompts"] = [record["prompts"][i] for i in indices]
         out["prompt"] = out["prompts"][0]
     return out
+
+
+def identical(record: Record) -> bool:
+    """Whether a record of K ≥ 2 responses holds one text K times, to one prompt (chosen = rejected for a pair)."""
+    responses, prompts = record["responses"], prompts_of(record)
+    return len(responses) > 1 and all(r == responses[0] for r in responses) and all(p == prompts[0] for p in prompts)
+
+
+def drop_identical(records: list[Record]) -> tuple[list[Record], int]:
+    """The records that are not ``identical``, and how many were dropped.
+
+    >>> drop_identical([{"prompt": "p", "responses": ["a", "a"], "scores": [1.0, 0.0]}])
+    ([], 1)
+    """
+    kept = [r for r in records if not identical(r)]
+    return kept, len(records) - len(kept)
 
 
 def to_pairs(records: Iterable[Record], mode: str) -> tuple[list[Record], int]:

@@ -38,12 +38,22 @@ def validate_record(record: Record, where: str) -> None:
     if len(record["scores"]) != k:
         raise PrefrunError(f"{where}: {k} responses but {len(record['scores'])} scores")
     for s in record["scores"]:
-        if s is None or (isinstance(s, float) and math.isnan(s)):
-            raise PrefrunError(f"{where}: a score is missing or NaN; drop the row or fill the score field in the data")
+        if not _finite(s):
+            raise PrefrunError(
+                f"{where}: a score is {s!r}: missing, NaN or infinite; scores must be finite numbers: "
+                "drop the row or fix the score field in the data"
+            )
     if "labels" in record and len(record["labels"]) != k:
         raise PrefrunError(f"{where}: {k} responses but {len(record['labels'])} labels")
     if "prompts" in record and len(record["prompts"]) != k:
         raise PrefrunError(f"{where}: {k} responses but {len(record['prompts'])} prompts")
+
+
+def _finite(score: Any) -> bool:
+    try:
+        return score is not None and math.isfinite(score)
+    except TypeError:
+        return False
 
 
 def prompts_of(record: Record) -> list[Any]:

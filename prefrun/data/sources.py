@@ -118,6 +118,7 @@ def _loaded(dataset_cfg: Any) -> RunData:
     """A loader's train split (records already validated by the loader) and its held-out records."""
     from prefrun.data.loaders import load_records
 
+    check_hub_dataset(dataset_cfg)
     train = load_records(dataset_cfg, "train")
     if has_eval_split(dataset_cfg):
         held = _EvalSplit(dataset_cfg)
@@ -129,6 +130,26 @@ def _loaded(dataset_cfg: Any) -> RunData:
             train=train, eval_prompts=[r["prompt"] for r in held_out], eval_records=held_out, held_out=len(held_out)
         )
     return RunData(train=train, eval_records=lambda: _no_holdout(dataset_cfg, fraction, len(train)))
+
+
+def check_hub_dataset(dataset_cfg: Any) -> None:
+    """Fail in seconds, with one line, when a hub dataset (no dataset.path) is neither cached nor downloadable.
+
+    Without this, datasets spends half a minute on HTTP retries before it gives up.
+    """
+    hub_id = dataset_cfg.get("hub_id")
+    if dataset_cfg.get("path") or not hub_id:
+        return
+    from prefrun.runtime.hub import unavailable
+
+    reason = unavailable(str(hub_id), "dataset")
+    if reason:
+        name = dataset_cfg.get("name")
+        label = f"dataset {name} ({hub_id})" if name and name != hub_id else f"dataset {hub_id}"
+        raise PrefrunError(
+            f"{label} {reason}; download it first (hf download --repo-type dataset {hub_id}) or point dataset.path "
+            f"at a local file: dataset.path=/path/to/{name or 'data'}.jsonl ('{{split}}' in the path for its splits)"
+        )
 
 
 def _no_holdout(dataset_cfg: Any, fraction: float, n: int) -> list[Record]:

@@ -91,13 +91,19 @@ def evaluate(inputs: EvalInputs, settings: Any) -> Evaluation:
         tokenize_record(r, inputs.tokenizer, inputs.max_prompt_len, inputs.max_response_len, joint=joint) for r in pairs
     ]
     batch_size = int(settings.get("batch_size", 16))
-    policy_logps, counts = score_rows(inputs.policy, rows, batch_size=batch_size, score_prompt=joint)
+    policy_logps, counts = score_rows(
+        inputs.policy, rows, batch_size=batch_size, score_prompt=joint, stage="eval preference: policy log-probs"
+    )
     policy_logps, lengths = torch.tensor(policy_logps), torch.tensor(counts)
     beta = beta_of(inputs.objective)
     reference = inputs.reference() if inputs.reference is not None else None
     reference_logps = None
     if reference is not None:
-        reference_logps = torch.tensor(score_rows(reference, rows, batch_size=batch_size, score_prompt=joint)[0])
+        reference_logps = torch.tensor(
+            score_rows(
+                reference, rows, batch_size=batch_size, score_prompt=joint, stage="eval preference: reference log-probs"
+            )[0]
+        )
     if uses_reference(inputs) and reference_logps is not None:
         metrics["reward"] = "beta * (log pi - log pi_ref)"
         policy = pair_summary(pair_rewards(policy_logps, reference_logps, lengths, beta))

@@ -42,8 +42,8 @@ def sample_both(inputs: EvalInputs, prompts: list[Any], settings: Any, evaluator
         raise PrefrunError(f"eval={evaluator}: the dataset has no held-out prompts to sample")
     reference = reference_model(inputs, evaluator)
     prompt_ids = encode_prompts(inputs.tokenizer, prompts, inputs.max_prompt_len)
-    ref = sample(reference, inputs.tokenizer, prompt_ids, settings)
-    pol = sample(inputs.policy, inputs.tokenizer, prompt_ids, settings)
+    ref = sample(reference, inputs.tokenizer, prompt_ids, settings, stage=f"eval {evaluator}: reference samples")
+    pol = sample(inputs.policy, inputs.tokenizer, prompt_ids, settings, stage=f"eval {evaluator}: policy samples")
     return ref, pol
 
 
@@ -52,6 +52,6 @@ def kl_estimate(policy: Any, reference: Any, samples: Any, batch_size: int = 64)
     from prefrun.lm.logprobs import score_rows
 
     rows = [{"prompt_ids": p, "response_ids": ids} for p, ids in zip(samples.prompt_ids, samples.token_ids)]
-    logp_pi, _ = score_rows(policy, rows, batch_size=batch_size)
-    logp_ref, _ = score_rows(reference, rows, batch_size=batch_size)
+    logp_pi, _ = score_rows(policy, rows, batch_size=batch_size, stage="KL: policy log-probs")
+    logp_ref, _ = score_rows(reference, rows, batch_size=batch_size, stage="KL: reference log-probs")
     return fmean(a - b for row_pi, row_ref in zip(logp_pi, logp_ref) for a, b in zip(row_pi, row_ref))

@@ -108,8 +108,13 @@ def encode_prompts(tokenizer: Any, prompts: list[str | list[dict]], max_prompt_l
 
 
 @torch.no_grad()
-def sample(model: Any, tokenizer: Any, prompt_ids: list[list[int]], settings: SamplingSettings) -> Samples:
-    """K = ``settings.n`` samples of each prompt (token ids), their texts, log-probs, EOS flags and truncations."""
+def sample(
+    model: Any, tokenizer: Any, prompt_ids: list[list[int]], settings: SamplingSettings, *, stage: str = "sampling"
+) -> Samples:
+    """K = ``settings.n`` samples of each prompt (token ids), their texts, log-probs, EOS flags and truncations.
+
+    ``stage``: the name its progress display shows (samples/total, rate, ETA; only a closing line when short).
+    """
     if not prompt_ids or not all(prompt_ids):
         raise PrefrunError("sample: every prompt needs at least one token (got an empty prompt list or prompt)")
     device = next(model.parameters()).device
@@ -122,7 +127,11 @@ def sample(model: Any, tokenizer: Any, prompt_ids: list[list[int]], settings: Sa
 
             rows, steps = vllm_generate(model, tokenizer, prompt_ids, settings), None
         else:
-            rows, steps = _hf_generate(model, tokenizer, prompt_ids, settings, eos_ids, device)
+            from prefrun.results.progress import Progress
+
+            total = len(prompt_ids) * settings.n
+            with Progress(stage, total, label="samples", unit="sample", min_interval=10) as shown:
+                rows, steps = _hf_generate(model, tokenizer, prompt_ids, settings, eos_ids, device, shown)
         samples = _finish(tokenizer, prompt_ids, rows, steps, settings, eos_ids)
         if steps is None:  # vLLM: rescore under this model at temperature 1
             from prefrun.lm.logprobs import score_rows
@@ -143,7 +152,13 @@ def _eos_ids(model: Any, tokenizer: Any) -> list[int]:
 
 
 def _hf_generate(
-    model: Any, tokenizer: Any, prompt_ids: list[list[int]], settings: SamplingSettings, eos_ids: list[int], device
+    model: Any,
+    tokenizer: Any,
+    prompt_ids: list[list[int]],
+    settings: SamplingSettings,
+    eos_ids: list[int],
+    device: torch.device,
+    shown: Any = None,
 ) -> tuple[list[list[list[int]]], list[list[torch.Tensor]]]:
     """[B][K] raw sampled ids (trailing padding included) and [B][K] per-token log-probs at T = 1."""
     greedy = settings.temperature == 0
@@ -186,6 +201,8 @@ def _hf_generate(
             for b in range(ids.shape[0]):
                 rows.append([list(r) for r in flat[b * k : (b + 1) * k] for _ in range(copies)])
                 steps.append([t for t in logps[b * k : (b + 1) * k] for _ in range(copies)])
+            if shown is not None:
+                shown.update(ids.shape[0] * settings.n)
     return rows, steps
 
 

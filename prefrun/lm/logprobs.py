@@ -71,19 +71,28 @@ def response_logps(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Te
 
 @torch.no_grad()
 def score_rows(
-    model: Any, rows: list[dict[str, Any]], *, batch_size: int = 16, score_prompt: bool = False
+    model: Any,
+    rows: list[dict[str, Any]],
+    *,
+    batch_size: int = 16,
+    score_prompt: bool = False,
+    stage: str = "scoring",
 ) -> tuple[list[list[float]], list[list[int]]]:
     """Summed log-probs and token counts of every response of tokenized ``rows``, without gradient.
 
     ``rows``: ``tokenize_record`` output (``prompt_ids``, ``response_ids[K]``, optional
     ``response_prompt_ids``); batches of ``batch_size`` rows collated as in training (ListCollator), on the
-    model's device. Returns one list of K floats (and K counts) per row.
+    model's device. Returns one list of K floats (and K counts) per row. ``stage``: the name its progress
+    display shows (rows/total, rate, ETA; only a closing line when short).
     """
+    from prefrun.results.progress import Progress
+
     collate = ListCollator(pad_token_id=0, score_prompt=score_prompt)  # padding is masked out: any id will do
     device = next(model.parameters()).device
     sums: list[list[float]] = []
     counts: list[list[int]] = []
     fields = ("prompt_ids", "response_ids", "response_prompt_ids")
+    shown = Progress(stage, len(rows), label="rows", unit="row", min_interval=10)
     for start in range(0, len(rows), batch_size):
         chunk = [{k: r[k] for k in fields if r.get(k)} for r in rows[start : start + batch_size]]
         batch = collate(chunk)
@@ -93,4 +102,6 @@ def score_rows(
         lens = to_lists(lengths.cpu(), batch["list_index"], b, k)
         sums.extend(row[m].tolist() for row, m in zip(lists, batch["mask"]))
         counts.extend([int(x) for x in row[m].tolist()] for row, m in zip(lens, batch["mask"]))
+        shown.update(len(chunk))
+    shown.close()
     return sums, counts

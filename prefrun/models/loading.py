@@ -47,12 +47,47 @@ def base_model_path(model_cfg: Any, words: list[str], cache_dir: str | os.PathLi
         )
         return str(tiny_model_dir({k: model_cfg[k] for k in keys}, words, cache_dir))
     path = str(model_cfg.path)
+    return path if hub_model_id(model_cfg) else str(Path(path).expanduser())
+
+
+def hub_model_id(model_cfg: Any) -> str | None:
+    """The hub id ``model.path`` names, or None when the model is local (built in, a directory, a saved run).
+
+    A path that looks local but does not exist is a PrefrunError naming it.
+    """
+    path = model_cfg.get("path")
+    if not path and model_cfg.get("builtin"):
+        return None
+    path = str(path)
+    if saved_policy_dir(path) is not None or (Path(path).expanduser() / ADAPTER_CONFIG).is_file():
+        return None
     looks_local = path.startswith((".", "/", "~")) or os.path.exists(path) or path.count("/") != 1
     if looks_local and not Path(path).expanduser().is_dir():
         raise PrefrunError(
             f"model.path={path!r} does not exist; give an existing local directory or a hub id like 'org/name'"
         )
-    return str(Path(path).expanduser()) if looks_local else path
+    return None if looks_local else path
+
+
+def check_model_available(model_cfg: Any, where: str = "model") -> None:
+    """Fail in seconds, with one line, when a hub model is neither in the local cache nor downloadable.
+
+    Without this, loading it spends a minute on HTTP retries and ends in tracebacks. ``where`` is the
+    setting that names the model (model, or reward.model / reward.path for other models of a run).
+    """
+    repo_id = hub_model_id(model_cfg)
+    if repo_id is None:
+        return
+    from prefrun.runtime.hub import unavailable
+
+    reason = unavailable(repo_id, "model", model_cfg.get("revision"))
+    if reason:
+        name = model_cfg.get("name")
+        label = f"{where} {name} ({repo_id})" if name and name != repo_id else f"{where} {repo_id}"
+        raise PrefrunError(
+            f"{label} {reason}; download it first (hf download {repo_id}) or point {where}.path at a local copy: "
+            f"{where}.path=/path/to/{repo_id.split('/')[-1]}"
+        )
 
 
 def model_dtype(model_cfg: Any, device: str) -> str:

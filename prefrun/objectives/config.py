@@ -10,18 +10,34 @@ from prefrun.errors import PrefrunError
 from prefrun.objectives.registry import Objective, get_objective, get_spec
 
 # Keys of conf/objective/*.yaml that configure the run around the loss, not hyperparameters of the function.
-OBJECTIVE_META = {"name", "data", "needs_reference", "udm", "baselines"}
+# score_range: [lo, hi] where an objective documents the scores it expects (the data report warns outside it).
+OBJECTIVE_META = {"name", "data", "needs_reference", "trains", "udm", "baselines", "score_range"}
 
 
-def build_objective(objective_cfg: Any) -> Objective:
-    """The objective named by ``objective.name``, bound to its hyperparameters (validated here)."""
+def build_objective(objective_cfg: Any, trains: str = "policy") -> Objective:
+    """The objective named by ``objective.name``, bound to its hyperparameters (validated here).
+
+    ``trains``: what the calling task trains (``policy`` or ``reward_model``); an objective of the other kind
+    is a one-line error that names the task it belongs to.
+    """
+    spec = get_spec(objective_cfg.name)
+    if spec.trains != trains:
+        raise PrefrunError(_wrong_kind(spec.name, spec.trains))
     hparams = {k: v for k, v in OmegaConf.to_container(objective_cfg, resolve=True).items() if k not in OBJECTIVE_META}
     objective = get_objective(objective_cfg.name, **hparams)
-    spec = get_spec(objective_cfg.name)
-    for key in ("data", "needs_reference"):
+    for key in ("data", "needs_reference", "trains"):
         if key in objective_cfg and objective_cfg[key] != getattr(spec, key):
             raise PrefrunError(
                 f"objective.{key}={objective_cfg[key]} contradicts the registered {spec.name!r} "
                 f"({getattr(spec, key)}); remove the override"
             )
     return objective
+
+
+def _wrong_kind(name: str, trains: str) -> str:
+    from prefrun.objectives.registry import available_objectives
+
+    if trains == "reward_model":
+        return f"objective={name} trains a reward model, not a policy; run it with task=reward_model objective={name}"
+    rm = "|".join(available_objectives("reward_model"))
+    return f"objective={name} trains a policy; task=reward_model needs a reward-model objective: objective=<{rm}>"

@@ -4,6 +4,7 @@ import prefrun.objectives.joint  # noqa: F401
 import prefrun.objectives.listwise  # noqa: F401
 import prefrun.objectives.pairwise  # noqa: F401
 import prefrun.objectives.reference_free  # noqa: F401
+import prefrun.objectives.reward_models  # noqa: F401
 import prefrun.objectives.sft  # noqa: F401
 import prefrun.objectives.soft_label  # noqa: F401
 import prefrun.objectives.unpaired  # noqa: F401

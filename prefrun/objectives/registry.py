@@ -1,7 +1,11 @@
 """Objectives by name: each one a pure function of [B, K] tensors, registered with what it needs.
 
-An objective declares its data shape and whether it needs a reference model; the trainer reads
-that metadata and never branches on an objective's name.
+An objective declares its data shape, whether it needs a reference model and what it trains (``trains``:
+a policy, from log-probs, or a reward model, from scalar rewards); the task and the trainer read that
+metadata and never branch on an objective's name.
+
+    policy objectives:        fn(policy_logps, ref_logps, scores, mask, lengths, *extra, **hparams)
+    reward-model objectives:  fn(rewards, scores, mask, *extra, **hparams)        all [B, K]
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ import torch
 from prefrun.errors import PrefrunError
 
 DataShape = Literal["pairwise", "list", "unpaired"]
+Trains = Literal["policy", "reward_model"]
+POSITIONAL = {"policy": 5, "reward_model": 3}  # the arguments every objective of the kind takes, before extras
 
 
 @dataclass
@@ -40,6 +46,7 @@ class ObjectiveSpec:
     inputs: tuple[str, ...] = ()  # extra per-batch inputs the trainer supplies (labels, kl_logratios, ...)
     joint: bool = False  # log-probs of the whole sequence (prompt + response), not of the response alone
     advise: Callable[[list[dict], dict[str, object]], str | None] | None = None  # a warning about data + hparams
+    trains: Trains = "policy"  # what the loss trains: a policy (log-probs) or a reward model (scalar rewards)
 
 
 _REGISTRY: dict[str, ObjectiveSpec] = {}
@@ -54,11 +61,13 @@ def register(
     validate: Callable[[dict[str, object]], None] | None = None,
     joint: bool = False,
     advise: Callable[[list[dict], dict[str, object]], str | None] | None = None,
+    trains: Trains = "policy",
 ) -> Callable[[Callable[..., ObjectiveOutput]], Callable[..., ObjectiveOutput]]:
     """Register ``fn`` under ``name``. Its keyword-only parameters are its hyperparameters.
 
     ``joint``: the trainer scores the prompt tokens too, so log-probs are of (x, y) jointly (DOVE).
     ``advise(records, hparams)``: a warning for hyperparameters that suit the training data poorly (logged).
+    ``trains="reward_model"``: ``fn(rewards, scores, mask, *extra, **hparams)`` trains a scalar reward model.
     """
 
     def decorator(fn: Callable[..., ObjectiveOutput]) -> Callable[..., ObjectiveOutput]:
@@ -66,10 +75,15 @@ def register(
             raise RuntimeError(f"objective {name!r} registered twice")
         params = list(inspect.signature(fn).parameters.values())
         defaults = {p.name: p.default for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY}
-        # Positional parameters after (policy_logps, ref_logps, scores, mask, lengths) are extra inputs.
-        inputs = tuple(p.name for p in params[5:] if p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD)
+        # Positional parameters after the fixed ones (policy_logps, ref_logps, scores, mask, lengths for a policy;
+        # rewards, scores, mask for a reward model) are extra inputs.
+        inputs = tuple(
+            p.name for p in params[POSITIONAL[trains] :] if p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD
+        )
         k = min_k if min_k is not None else {"pairwise": 2, "list": 2, "unpaired": 1}[data]
-        _REGISTRY[name] = ObjectiveSpec(name, fn, data, needs_reference, k, defaults, validate, inputs, joint, advise)
+        _REGISTRY[name] = ObjectiveSpec(
+            name, fn, data, needs_reference, k, defaults, validate, inputs, joint, advise, trains
+        )
         return fn
 
     return decorator
@@ -90,6 +104,20 @@ class Objective:
     def needs_reference(self) -> bool:
         return self.spec.needs_reference
 
+    @property
+    def trains(self) -> Trains:
+        return self.spec.trains
+
+    def reward_loss(
+        self, rewards: torch.Tensor, scores: torch.Tensor, *, mask: torch.Tensor | None = None, **extra: torch.Tensor
+    ) -> ObjectiveOutput:
+        """A reward-model objective on [B, K] rewards r(x, y_k) and their labels ``scores`` (higher is better)."""
+        if self.trains != "reward_model":
+            raise ValueError(f"objective {self.name!r} trains a policy: call it with log-probs")
+        if mask is None:
+            mask = torch.ones_like(scores, dtype=torch.bool)
+        return self.spec.fn(rewards, scores, mask, **extra, **self.hparams)
+
     def __call__(
         self,
         policy_logps: torch.Tensor,
@@ -100,6 +128,8 @@ class Objective:
         lengths: torch.Tensor | None = None,
         **extra: torch.Tensor,
     ) -> ObjectiveOutput:
+        if self.trains != "policy":
+            raise ValueError(f"objective {self.name!r} trains a reward model: call reward_loss(rewards, scores)")
         if mask is None:
             mask = torch.ones_like(scores, dtype=torch.bool)
         if lengths is None:
@@ -114,9 +144,9 @@ class Objective:
         return f"Objective({self.name!r}, {self.hparams})"
 
 
-def available_objectives() -> list[str]:
-    """Names of every registered objective, sorted."""
-    return sorted(_REGISTRY)
+def available_objectives(trains: Trains | None = "policy") -> list[str]:
+    """Names of the registered objectives that train ``trains`` (policies by default; None: all), sorted."""
+    return sorted(name for name, spec in _REGISTRY.items() if trains is None or spec.trains == trains)
 
 
 def get_spec(name: str) -> ObjectiveSpec:

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import statistics
 import sys
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from prefrun.results.figure_data import variant_key
+from prefrun.results.figure_data import load_runs, variant_key
 
 METRICS = [
     ("policy/oracle_reward", "reward"),
@@ -29,6 +28,10 @@ METRICS = [
     ("training_summary/logps/chosen_change", "Δlogp chosen"),
     ("training_summary/logps/rejected_change", "Δlogp rejected"),
     ("training_summary/entanglement/ratio_mean", "entangle"),
+    # reward-model runs (task=reward_model): held-out pair accuracy, calibration, rank correlation
+    ("reward_model/accuracy", "RM acc"),
+    ("reward_model/ece", "RM ECE"),
+    ("reward_model/spearman", "RM ρ"),
 ]
 
 
@@ -40,7 +43,8 @@ def _metric(result: dict[str, Any], key: str) -> float | None:
 
 
 def load_results(root: str | Path) -> list[dict[str, Any]]:
-    return [json.loads(p.read_text()) for p in sorted(Path(root).rglob("results.json"))]
+    """Every readable results.json under ``root`` (an unreadable one is skipped with a warning naming it)."""
+    return [results for _, results in load_runs(root)]
 
 
 def table(results: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
@@ -85,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     results = load_results(args.path)
     if not results:
-        print(f"prefrun-compare: error: no results.json under {args.path}", file=sys.stderr)
+        print(f"prefrun-compare: error: no readable results.json under {args.path}", file=sys.stderr)
         return 2
     header, rows = table(results)
     print(format_table(header, rows))

@@ -35,9 +35,35 @@ def variant_key(r: dict[str, Any]) -> tuple:
     )
 
 
+_WARNED: set[Path] = set()  # unreadable files already reported (the table and the figures both read them)
+
+
 def load_runs(root: str | Path) -> list[tuple[Path, dict[str, Any]]]:
-    """(run directory, results.json) of every finished run under ``root``."""
-    return [(p.parent, json.loads(p.read_text())) for p in sorted(Path(root).rglob("results.json"))]
+    """(run directory, results.json) of every finished run under ``root``.
+
+    A results.json that cannot be read (truncated by a full disk or a copy, not JSON, not an object) is
+    skipped with one warning line on stderr naming it, so one bad file does not hide a whole sweep.
+    """
+    import sys
+
+    runs = []
+    for path in sorted(Path(root).rglob("results.json")):
+        try:
+            results = json.loads(path.read_text())
+            problem = None if isinstance(results, dict) else f"a JSON {type(results).__name__}, not a run's results"
+        except json.JSONDecodeError as e:
+            problem = f"not valid JSON (truncated? {e.msg[:1].lower()}{e.msg[1:]}: line {e.lineno} column {e.colno})"
+        except (OSError, UnicodeDecodeError) as e:
+            problem = f"unreadable ({type(e).__name__}: {e})"
+        if problem is None:
+            runs.append((path.parent, results))
+        elif path not in _WARNED:
+            _WARNED.add(path)
+            print(
+                f"prefrun-compare: warning: skipping {path}: {problem}; rerun that run with run.overwrite=true",
+                file=sys.stderr,
+            )
+    return runs
 
 
 def stage_curves(rows: list[dict[str, Any]], key: str) -> list[tuple[float, float]]:

@@ -93,10 +93,25 @@ def plot_reward_vs_kl(groups: list[dict[str, Any]], path: Path) -> Path | None:
     return _save(fig, path)
 
 
-def _curve_panels(ax_list: list[Any], series: list[tuple[str, Any, list[list[dict[str, Any]]]]]) -> bool:
-    """Draw CURVES: ``series`` = [(name, colour, [metrics rows of each seed])]; the mean over seeds per step."""
+# A reward model's runs log no log-probs: its third panel shows the rewards of the chosen and rejected responses.
+REWARD_CURVES = (
+    *CURVES[:2],
+    ("rewards: chosen (solid), rejected (dashed)", [("rewards/chosen", "-", ""), ("rewards/rejected", "--", "")]),
+)
+
+
+def curves_for(rows: list[dict[str, Any]]) -> tuple:
+    """CURVES, or REWARD_CURVES for a log (a reward model's) with rewards but no log-probs."""
+    keys = {k for r in rows for k in r}
+    return REWARD_CURVES if "rewards/chosen" in keys and "logps/chosen" not in keys else CURVES
+
+
+def _curve_panels(
+    ax_list: list[Any], series: list[tuple[str, Any, list[list[dict[str, Any]]]]], curves: tuple = CURVES
+) -> bool:
+    """Draw ``curves``: ``series`` = [(name, colour, [metrics rows of each seed])]; the mean over seeds per step."""
     drawn = False
-    for ax, (title, keys) in zip(ax_list, CURVES):
+    for ax, (title, keys) in zip(ax_list, curves):
         for name, colour, seed_rows in series:
             for key, style, suffix in keys:
                 by_step: dict[float, list[float]] = defaultdict(list)
@@ -179,7 +194,7 @@ def plot_run(run_dir: str | Path) -> list[Path]:
     rows = MetricsFile(run_dir / "metrics.jsonl").rows()
     sft = [(r["step"], r["loss"]) for r in rows if r.get("stage") == "sft" and r.get("kind") == "step" and "loss" in r]
     fig, axes = _figure(16 if not sft else 20, 4.4, len(CURVES) + bool(sft))
-    if not _curve_panels(axes, [("policy", "tab:blue", [rows])]):
+    if not _curve_panels(axes, [("policy", "tab:blue", [rows])], curves_for(rows)):
         return []
     if sft:
         axes[-1].plot(*zip(*sft), color="tab:green")

@@ -98,6 +98,8 @@ class Progress:
 
     ``total`` None: unknown length (plain lines then come every 30 s). ``label``: the word before the count in
     plain lines ("step 40/200"); ``unit``: the rate's unit. ``terminal`` None: whether ``stream`` is a TTY.
+    ``min_interval``: seconds between plain lines at least, so that a stage of a few seconds (sampling,
+    scoring) says only its closing line.
     """
 
     def __init__(
@@ -108,6 +110,7 @@ class Progress:
         label: str = "",
         unit: str = "it",
         every: int | None = None,
+        min_interval: float = 0.0,
         start: int = 0,
         stream: TextIO | None = None,
         terminal: bool | None = None,
@@ -123,6 +126,7 @@ class Progress:
         if terminal is None:
             terminal = hasattr(self.stream, "isatty") and self.stream.isatty()
         self.every = every or (max(1, math.ceil(total / 10)) if total else None)
+        self.min_interval = min_interval
         self._bar = None
         if terminal and not self.quiet:
             from tqdm import tqdm
@@ -178,8 +182,9 @@ class Progress:
             return
         if self.total and self.position >= self.total:
             return  # the closing line says it
-        due = self.position - self._printed >= self.every if self.every else self._clock() - self._printed_at >= 30
-        if due and self.position > self._printed:
+        since = self._clock() - self._printed_at
+        due = self.position - self._printed >= self.every if self.every else since >= 30
+        if due and since >= self.min_interval and self.position > self._printed:
             print(self.line(), file=self.stream, flush=True)
             self._printed, self._printed_at = self.position, self._clock()
 

@@ -1,15 +1,15 @@
 """Reward sources: who scores a list of responses, or says which of two is better (``reward=<name>``).
 
-    oracle        the synthetic task's reward                          (conf/reward/oracle.yaml)
-    noisy_oracle  M simulated annotators flipping with probability q   (conf/reward/noisy_oracle.yaml)
-    reward_model  a sequence-classification checkpoint (Bradley–Terry) (conf/reward/reward_model.yaml)
-    judge         a generative LLM judge, Auto-J prompts and parser    (conf/reward/judge.yaml)
-    python        a function by import path, TRL's reward signature    (conf/reward/python.yaml)
+oracle        the synthetic task's reward                          (conf/reward/oracle.yaml)
+noisy_oracle  M simulated annotators flipping with probability q   (conf/reward/noisy_oracle.yaml)
+reward_model  a sequence-classification checkpoint (Bradley–Terry) (conf/reward/reward_model.yaml)
+judge         a generative LLM judge, Auto-J prompts and parser    (conf/reward/judge.yaml)
+python        a function by import path, TRL's reward signature    (conf/reward/python.yaml)
 
-    source = build_reward(cfg.reward, RewardContext(oracle=data.reward_fn, device=..., words=data.words))
-    source.score(prompts, lists)   # [B, K]
-    source.prefer(prompts, lists)  # [B, K, K]
-    source.stats()
+source = build_reward(cfg.reward, RewardContext(oracle=data.reward_fn, device=..., words=data.words))
+source.score(prompts, lists)   # [B, K]
+source.prefer(prompts, lists)  # [B, K, K]
+source.stats()
 """
 
 from __future__ import annotations

@@ -105,7 +105,7 @@ class JudgeReward(RewardSource):
             seed=self.seed,
             batch_size=int(self.cfg.get("batch_size", 16)),
         )
-        return [texts[0] for texts in sample(model, tokenizer, ids, settings).texts]
+        return [texts[0] for texts in sample(model, tokenizer, ids, settings, stage="judge verdicts").texts]
 
     # --- protocols ------------------------------------------------------------------------------------------
     def _ratings(self, prompts: list[Any], responses: list[str]) -> list[float]:

@@ -15,6 +15,11 @@ The text scored (``reward.template``):
   reward models trained on conversations (TRL's conversational data) read their inputs;
 - ``plain``, or no chat template: prompt + response + EOS, as TRL's RewardTrainer renders plain-text data.
 
+A reward model trained by prefrun (``task=reward_model``) reads its inputs as it was trained, whatever
+``reward.template`` says: its config.json's ``prefrun_reward`` entry names prefrun's record tokenization
+(``prefrun.data.tokenize``: the prompt, chat-rendered when it is a message list, then the response and
+EOS) and the training's prompt and response lengths.
+
 Batches are right-padded whatever the tokenizer's padding side: the transformers pooling takes the
 rightmost non-pad token either way, but left padding shifts the real tokens' positions (counted from the
 first slot), which a model with absolute position embeddings (GPT-2, OPT) sees, so a score would depend
@@ -31,6 +36,7 @@ from prefrun.rewards import REWARDS
 from prefrun.rewards.base import RewardContext, RewardSource, bradley_terry
 from prefrun.rewards.model_ref import resolve_model
 
+RENDER_KEY = "prefrun_reward"  # config.json entry of a prefrun-trained reward model: how it reads its inputs
 FIX = "point reward.path at a reward model (one trained by `prefrun task=reward_model`, or a hub reward model)"
 
 
@@ -48,13 +54,10 @@ def check_reward_model(path: str, revision: str | None = None, where: str | None
     archs = list(config.architectures or [])
     if not any(a.endswith("ForSequenceClassification") for a in archs):
         raise PrefrunError(
-            f"{where} is not a sequence-classification model (architectures: "
-            f"{', '.join(archs) or 'none'}); {FIX}"
+            f"{where} is not a sequence-classification model (architectures: {', '.join(archs) or 'none'}); {FIX}"
         )
     if config.num_labels != 1:
-        raise PrefrunError(
-            f"{where} has num_labels={config.num_labels}, a reward model has one output; {FIX}"
-        )
+        raise PrefrunError(f"{where} has num_labels={config.num_labels}, a reward model has one output; {FIX}")
     return config
 
 
@@ -74,6 +77,7 @@ class RewardModelReward(RewardSource):
         if self.template not in ("chat", "plain"):
             raise PrefrunError(f"reward.template={self.template!r} must be chat or plain")
         self.max_length = cfg.get("max_length")
+        self.trained_render = getattr(self.config, RENDER_KEY, None)  # a prefrun reward model's own tokenization
         self._model: Any = None
         self._tokenizer: Any = None
 
@@ -100,6 +104,13 @@ class RewardModelReward(RewardSource):
     def render(self, prompt: Any, response: str) -> list[int]:
         """The token ids the model scores for (prompt, response)."""
         _, tokenizer = self._load()
+        if self.trained_render:
+            from prefrun.data.tokenize import tokenize_record
+
+            lengths = self.trained_render
+            record = {"prompt": prompt, "responses": [response], "scores": [0.0]}
+            row = tokenize_record(record, tokenizer, int(lengths["max_prompt_len"]), int(lengths["max_response_len"]))
+            return list(row["prompt_ids"]) + list(row["response_ids"][0])
         if self.template == "chat" and tokenizer.chat_template:
             messages = prompt if isinstance(prompt, list) else [{"role": "user", "content": prompt}]
             encoded = tokenizer.apply_chat_template(

@@ -3,9 +3,10 @@
 ``run.checkpoint_steps=N`` makes the Trainer write ``checkpoints/checkpoint-<step>`` (weights, optimizer,
 scheduler, RNG states, trainer state; ``trainer_state.json`` last). ``last_complete_checkpoint`` only
 accepts a directory whose trainer_state.json parses and names its step, so a checkpoint torn by a kill
-is never resumed. SIGTERM / SIGUSR1 (SLURM preemption or time-out) make every rank save a checkpoint
-at the end of the current step and exit with ``PREEMPT_EXIT_CODE``; the same command run again
-resumes from the last complete checkpoint.
+is never resumed. SIGTERM / SIGUSR1 (SLURM preemption or time-out) and SIGINT (Ctrl-C) make every rank
+save a checkpoint at the end of the current step and exit with ``PREEMPT_EXIT_CODE``; the same command
+run again resumes from the last complete checkpoint. In a single process a second Ctrl-C stops at once,
+without waiting for the checkpoint.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ log = logging.getLogger("prefrun")
 
 PREEMPT_EXIT_CODE = 75  # EX_TEMPFAIL: "try again" - rerun the same command to resume
 PREEMPT_SIGNALS = ("SIGTERM", "SIGUSR1")
+INTERRUPT_SIGNAL = "SIGINT"  # Ctrl-C: checkpoints like SIGTERM (a KeyboardInterrupt would lose the run's steps)
 CHECKPOINT_DIR = "checkpoints"
 
 
@@ -99,7 +101,7 @@ def reset_run_dir(run_dir: Path, cfg: Any) -> Path | None:
 
 
 class _Preemption:
-    """SIGTERM / SIGUSR1 → save a checkpoint at the end of the current step on every rank, stop training.
+    """SIGTERM / SIGUSR1 / SIGINT → save a checkpoint at the end of the current step on every rank, stop training.
 
     The flag is all-reduced each step, so a signal that reaches one rank stops all of them at the same
     step (no rank is left waiting in a collective). Running statistics of objectives (BCO's reward
@@ -116,14 +118,29 @@ class _Preemption:
     def _handler(self, signum: int, frame: Any) -> None:  # noqa: ARG002 - signal handler signature
         self.requested = signum
 
+    def _interrupt(self, signum: int, frame: Any) -> None:  # noqa: ARG002
+        """Ctrl-C. Under several ranks every one of them receives it (the terminal's, torchrun's forwarded copy),
+        so only a single process takes a second one as "stop now"."""
+        single = int(os.environ.get("WORLD_SIZE", "1")) <= 1
+        if self.requested is not None and single:
+            self.uninstall()
+            raise KeyboardInterrupt
+        if self.requested is None and single:
+            print(
+                "prefrun: SIGINT: saving a checkpoint at the end of this step, then stopping "
+                "(Ctrl-C again stops at once, without it)",
+                file=sys.stderr,
+            )
+        self.requested = signum
+
     def install(self) -> None:
         import threading
 
         if threading.current_thread() is not threading.main_thread():
             return
-        for name in PREEMPT_SIGNALS:
+        for name in (*PREEMPT_SIGNALS, INTERRUPT_SIGNAL):
             sig = getattr(signal, name)
-            self._previous[sig] = signal.signal(sig, self._handler)
+            self._previous[sig] = signal.signal(sig, self._interrupt if name == INTERRUPT_SIGNAL else self._handler)
 
     def uninstall(self) -> None:
         for sig, handler in self._previous.items():

@@ -6,8 +6,11 @@ Trainers never read the logger config: they ask ``report_to()`` whether a W&B ru
 from __future__ import annotations
 
 import os
+import secrets
 from pathlib import Path
 from typing import Any
+
+from prefrun.runtime.checkpoints import CHECKPOINT_DIR
 
 
 def wandb_mode(requested: str) -> str:
@@ -22,8 +25,28 @@ def wandb_mode(requested: str) -> str:
     return "offline"
 
 
+RUN_ID_FILE = "wandb/run-id"  # in the run directory: the W&B run a resumed run continues
+
+
+def wandb_run_id(run_dir: Path) -> str | None:
+    """The id of the W&B run that ``run_dir`` continues: the stored one while the run resumes, else None (new).
+
+    A run resumes when its checkpoints are still there once the runner has reset the directory
+    (prefrun.runtime.checkpoints.reset_run_dir removes them when a run starts clean: no complete checkpoint,
+    run.resume=false, or run.overwrite of a finished run). A clean start is a new history, so a new W&B run:
+    reusing the id would log its steps again over the old ones.
+    """
+    stored = run_dir / RUN_ID_FILE
+    if (run_dir / CHECKPOINT_DIR).is_dir() and stored.is_file():
+        return stored.read_text().strip() or None
+    return None
+
+
 def open_wandb(logger_cfg: Any, run_dir: Path, name: str, config: dict[str, Any]) -> bool:
-    """Start the W&B run (offline unless logged in) with its files in ``run_dir``; False when logger=none."""
+    """Start the W&B run (offline unless logged in) with its files in ``run_dir``; False when logger=none.
+
+    One W&B history per run: a resumed run reopens the W&B run it started (same id, ``resume="allow"``).
+    """
     if logger_cfg.name != "wandb":
         return False
     import wandb
@@ -31,7 +54,15 @@ def open_wandb(logger_cfg: Any, run_dir: Path, name: str, config: dict[str, Any]
     os.environ.setdefault("WANDB_SILENT", "true")
     if wandb.run is not None:
         return True
+    run_id = wandb_run_id(run_dir) or secrets.token_hex(6)  # W&B's own ids: 8 of [a-z0-9]; hex fits its rules
+    stored = run_dir / RUN_ID_FILE
+    stored.parent.mkdir(parents=True, exist_ok=True)
+    tmp = stored.with_name(f".{stored.name}.{os.getpid()}")  # a kill mid-write leaves no torn id
+    tmp.write_text(run_id + "\n")
+    os.replace(tmp, stored)
     wandb.init(
+        id=run_id,
+        resume="allow",
         project=logger_cfg.project,
         entity=logger_cfg.entity,
         group=logger_cfg.group,

@@ -9,4 +9,4 @@ from __future__ import annotations
 
 from prefrun.registry import Registry
 
-TASKS = Registry("task", modules=("prefrun.tasks.preference", "prefrun.tasks.evaluate"))
+TASKS = Registry("task", modules=("prefrun.tasks.preference", "prefrun.tasks.evaluate", "prefrun.tasks.reward_model"))

@@ -38,7 +38,12 @@ def finished_runs(pattern: str) -> list[Path]:
             found.append(root)
         elif root.is_dir():
             found.extend(sorted(p.parent for p in root.rglob("results.json") if ".cache" not in p.parts))
-    runs = [r for r in dict.fromkeys(found) if json.loads((r / "results.json").read_text()).get("task") != "evaluate"]
+    # Policies only: an evaluation's own directory and a reward model's run (task=reward_model) hold none.
+    runs = [
+        r
+        for r in dict.fromkeys(found)
+        if json.loads((r / "results.json").read_text()).get("task") not in ("evaluate", "reward_model")
+    ]
     if not runs:
         raise PrefrunError(
             f"runs={pattern!r}: no finished run (a directory with results.json) there; "
@@ -62,7 +67,9 @@ class EvaluateTask:
 
     def check(self, cfg: DictConfig) -> None:
         from prefrun.evaluation import EVALUATORS
+        from prefrun.tasks.settings_check import check_settings
 
+        check_settings(cfg)  # the evaluators', sampler's and reward source's settings, before any run loads
         if not selected_evaluators(cfg.eval):
             raise PrefrunError("task=evaluate needs evaluators: eval=[preference] or eval=[judge], ...")
         for name in selected_evaluators(cfg.eval):

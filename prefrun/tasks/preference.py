@@ -1,6 +1,6 @@
 """The preference task (the default): data → SFT reference → preference training → saved policy → evaluation.
 
-    prefrun objective=lipo dataset=ultrafeedback model=qwen2_5_0_5b
+prefrun objective=lipo dataset=ultrafeedback model=qwen2_5_0_5b
 """
 
 from __future__ import annotations
@@ -20,18 +20,46 @@ from prefrun.tasks.steps import evaluate_policy, flat_metrics, selected_evaluato
 log = logging.getLogger("prefrun")
 
 
-def _training_records(cfg: DictConfig, objective: Any, data: Any) -> list[dict]:
-    """The records the objective trains on (a curriculum shapes its own pairs from the lists)."""
-    from prefrun.data.shaping import shape_for_objective
+def _training_records(cfg: DictConfig, objective: Any, data: Any) -> tuple[list[dict], dict[str, int]]:
+    """The records the objective trains on (a curriculum shapes its own pairs from the lists) and what shaping
+    dropped (counts, for the data report)."""
+    from prefrun.data.shaping import clean_lists, shaped
 
     if not data.train:
         raise PrefrunError(f"dataset {cfg.dataset.name} is empty; check dataset.path and dataset.splits")
-    records = data.train if cfg.curriculum.name != "none" else shape_for_objective(data.train, objective, cfg.dataset)
+    if cfg.curriculum.name != "none":
+        records, identical = clean_lists(data.train, cfg.dataset)
+        dropped = {"identical": identical}
+    else:
+        records, dropped = shaped(data.train, objective, cfg.dataset)
     if not records:
         raise PrefrunError(
-            f"dataset {cfg.dataset.name} yields no training example for objective {objective.name} (all lists tied?)"
+            f"dataset {cfg.dataset.name} yields no training example for objective {objective.name} "
+            "(all lists tied, or chosen = rejected?)"
         )
-    return records
+    return records, dropped
+
+
+def _data_report(cfg: DictConfig, records: list[dict], dropped: dict[str, int], data: Any, base: str) -> dict:
+    """The data report (prefrun.data.report) of the training records, tokenized by the model's tokenizer."""
+    from prefrun.data.report import data_report, implicit_whitespace_prompt
+    from prefrun.models.loading import load_tokenizer
+    from prefrun.runtime.distributed import world_size
+
+    score_range = cfg.objective.get("score_range")
+    return data_report(
+        records,
+        dropped,
+        len(data.train),
+        load_tokenizer(base, cfg.model),
+        max_prompt_len=int(cfg.train.max_prompt_len),
+        max_response_len=int(cfg.train.max_response_len),
+        batch_size=int(cfg.train.batch_size),
+        ranks=world_size(cfg),
+        steps=int(cfg.train.steps),
+        score_range=list(score_range) if score_range is not None else None,
+        implicit_prompt=implicit_whitespace_prompt(cfg.dataset),
+    )
 
 
 def add_baselines(cfg: DictConfig, objective: Any, data: Any, device: str) -> dict[str, int] | None:
@@ -73,10 +101,14 @@ class PreferenceTask:
     stage_labels = {"build_s": "build", "sft_s": "SFT", "train_s": "training", "save_s": "save", "eval_s": "eval"}
 
     def check(self, cfg: DictConfig) -> None:
+        from prefrun.models.loading import check_model_available
+        from prefrun.tasks.settings_check import check_settings
         from prefrun.trainers.settings import TrainSettings
 
+        check_settings(cfg)  # every numeric setting's range and type, before data, SFT or ranks
         build_objective(cfg.objective)
         TrainSettings.from_config(cfg)
+        check_model_available(cfg.model)  # a hub model neither cached nor reachable fails now, in seconds
 
     def prepare(self, cfg: DictConfig) -> None:
         """Data, the base model and the cached SFT reference, so N ranks find them instead of building them."""
@@ -101,10 +133,15 @@ class PreferenceTask:
         with ctx.stage("build_s"):
             data = build_data(cfg.dataset, cfg.seed, eval_split=cfg.eval.get("split", "test"))
             baseline_cache = add_baselines(cfg, objective, data, ctx.device)
-            records = _training_records(cfg, objective, data)
+            records, dropped = _training_records(cfg, objective, data)
             if {"preference", "reward", "judge"} & set(selected_evaluators(cfg.eval)):
                 data.eval_records  # noqa: B018 - a missing eval split fails now, not after training
             base = base_model_path(cfg.model, data.words, Path(cfg.paths.cache_dir) / "models")
+            data_report = _data_report(cfg, records, dropped, data, base)
+            if ctx.main_process:
+                from prefrun.data.report import log_report
+
+                log_report(data_report, cfg.dataset.name, objective.name, log)
         with ctx.stage("sft_s"):
             saved = saved_policy_dir(cfg.model.get("path") or ".") is not None
             run_dir = ctx.run_dir if ctx.main_process else None  # SFT lines into metrics.jsonl, from rank 0
@@ -152,6 +189,7 @@ class PreferenceTask:
             "eval_rows": [[r.label, r.reference, r.policy] for evaluator_rows in rows.values() for r in evaluator_rows],
             "training": stats,
             "training_summary": training_summary(ctx.run_dir / "metrics.jsonl"),
+            "data": data_report,
         }
 
 

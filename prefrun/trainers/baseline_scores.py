@@ -95,7 +95,7 @@ def mean_response_logps(model: Any, rows: list[dict], batch_size: int = BATCH_SI
     divided by each response's token count. The first token of a sequence has no prediction, so a
     prompt-less response is scored from its second token.
     """
-    sums, counts = score_rows(model, rows, batch_size=batch_size)
+    sums, counts = score_rows(model, rows, batch_size=batch_size, stage="baseline log-probs")
     for i, row_counts in enumerate(counts):
         if 0 in row_counts:
             k = row_counts.index(0)

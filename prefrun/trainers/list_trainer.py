@@ -23,6 +23,7 @@ from trl.trainer.utils import use_adapter
 
 from prefrun.data.collator import LIST_FIELDS, RECORD_FIELDS, ListCollator, to_lists
 from prefrun.data.shared_prompt import SharedPromptCollator, packing_blocker
+from prefrun.errors import PrefrunError
 from prefrun.lm.logprobs import response_logps
 from prefrun.objectives import Objective
 from prefrun.results.progress import progress, stage_message
@@ -61,6 +62,10 @@ class ListTrainer(DPOTrainer):
         # Reference log-probs are always precomputed from the initial policy (= the reference) before
         # training, so TRL never loads a second model; reference-free objectives skip them entirely.
         args.precompute_ref_log_probs = True
+        # transformers replaces a NaN/inf step loss by the mean of the earlier ones in the logged loss (0.0 at
+        # step 1), which hid diverged runs; a non-finite step stops training instead (see stop_if_not_finite).
+        args.logging_nan_inf_filter = False
+        self._step_loss: torch.Tensor | None = None  # this optimizer step's loss, summed over its micro-batches
         blocker = packing_blocker(objective.spec, train_dataset.column_names)
         if shared_prompt and blocker:
             raise ValueError(f"shared-prompt packing is impossible here: {blocker}")
@@ -106,19 +111,57 @@ class ListTrainer(DPOTrainer):
                 *RECORD_FIELDS,
             ]
 
+    # --- non-finite training --------------------------------------------------------------------------
+    def training_step(self, model: Any, inputs: dict[str, Any], num_items_in_batch: Any = None) -> torch.Tensor:
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        self._step_loss = loss.detach() if self._step_loss is None else self._step_loss + loss.detach()
+        return loss
+
+    def _get_grad_norm(self, model: Any, grad_norm: Any = None) -> Any:
+        # Called once per optimizer step on every rank, after the gradients are reduced and before the
+        # optimizer applies them: the point where a non-finite step can stop the run without applying it.
+        grad_norm = super()._get_grad_norm(model, grad_norm=grad_norm)
+        loss, self._step_loss = self._step_loss, None
+        if loss is not None:
+            self.stop_if_not_finite(loss, grad_norm)
+        return grad_norm
+
+    def stop_if_not_finite(self, loss: torch.Tensor, grad_norm: Any) -> None:
+        """Raise NonFiniteTraining when any rank's step loss, or the gradient norm, is NaN or infinite.
+
+        Every rank joins one small gather (its loss and the gradient norm), so all ranks stop together: a rank
+        that stopped alone would leave the others waiting in the next step's all-reduce.
+        """
+        # fp16's loss scaling overflows now and then by design (the scaler skips that step and lowers the scale),
+        # so there the loss alone decides; likewise where an engine does not report the norm.
+        fp16 = self.accelerator.mixed_precision == "fp16"
+        norm = 0.0 if grad_norm is None or fp16 else grad_norm
+        local = torch.stack([loss.float().reshape(()), torch.as_tensor(norm, dtype=torch.float32).to(loss.device)])
+        values = self.accelerator.gather(local.reshape(1, 2)).cpu()
+        what = non_finite(values[:, 0], values[:, 1])
+        if what:
+            step = self.state.global_step + 1  # global_step counts the steps already applied
+            raise NonFiniteTraining(
+                f"training diverged at step {step}/{self.state.max_steps}: {what} (objective={self.objective.name}, "
+                f"train.lr={self.args.learning_rate:g}); lower train.lr or check the training data's scores for "
+                "infinite or extreme values"
+            )
+
     # --- reference log-probs --------------------------------------------------------------------------
     def _precompute_ref_logps(self, dataset: Dataset, name: str, batch_size: int) -> Dataset:
         if not self.objective.needs_reference or "ref_logps" in dataset.column_names:
             return dataset
-        if self.ref_cache is not None:
-            cached = self.ref_cache.load(dataset)
-            if cached is not None:
-                stage_message(f"reference log-probs: cached ({sum(map(len, cached)):,})")
-                return dataset.add_column("ref_logps", cached)
-        ref_logps = self.compute_reference_logps(dataset, batch_size)
-        stored = self.ref_cache is not None and self.accelerator.is_main_process
-        if stored:
-            self.ref_cache.store(dataset, ref_logps)
+        if self.ref_cache is not None:  # rank 0 computes and publishes under the entry's lock; a concurrent run waits
+            ref_logps, cached = self.ref_cache.load_or_compute(
+                dataset,
+                lambda: self.compute_reference_logps(dataset, batch_size),
+                store=self.accelerator.is_main_process,
+            )
+            if cached:
+                stage_message(f"reference log-probs: cached ({sum(map(len, ref_logps)):,})")
+                return dataset.add_column("ref_logps", ref_logps)
+        else:
+            ref_logps = self.compute_reference_logps(dataset, batch_size)
         where = "cached for the sweep" if self.ref_cache is not None else "not cached (cache.reference=off)"
         stage_message(f"reference log-probs: {sum(map(len, ref_logps)):,} computed, {where}")
         return dataset.add_column("ref_logps", ref_logps)
@@ -172,12 +215,19 @@ class ListTrainer(DPOTrainer):
         if "reward_shift" in needs:
             extra["reward_shift"] = self._running_reward_mean(policy_logps, ref_logps, mask, update=mode == "train")
         out = self.objective(policy_logps, ref_logps, inputs["scores"], mask=mask, lengths=lengths, **extra)
-        for key, value in out.metrics.items():
+        metrics = out.metrics
+        if self.accelerator.num_processes > 1:  # each rank's metrics describe its share of the batch only
+            batch = {"policy_logps": policy_logps.detach(), "ref_logps": ref_logps, "scores": inputs["scores"]}
+            batch.update(mask=mask, lengths=lengths, **{name: inputs[name] for name in needs if name in inputs})
+            reduced = {name: value for name, value in extra.items() if name not in batch}
+            metrics = whole_batch_metrics(self.objective, self.accelerator, batch, reduced)
+        for key, value in metrics.items():
             self._metrics[mode][key].append(value)
         if mode == "train":
-            # Data tokens (prompt + response per response), the same count with or without packing.
+            # Data tokens (prompt + response per response), the same count with or without packing; summed
+            # over ranks as TRL's DPOTrainer does.
             tokens = inputs["data_tokens"] if "data_tokens" in inputs else inputs["attention_mask"].sum()
-            self._total_train_tokens += int(tokens.item())
+            self._total_train_tokens += int(self.accelerator.gather(tokens.reshape(1)).sum().item())
         self._metrics[mode]["num_tokens"] = [self._total_train_tokens]
         if return_outputs:
             return out.loss, {"policy_logps": policy_logps}
@@ -207,6 +257,47 @@ class ListTrainer(DPOTrainer):
             beta = float(self.objective.hparams.get("beta", 1.0))
             running.add(self.accelerator.gather((beta * (policy_logps - ref_logps))[mask].detach()))
         return torch.tensor(running.mean, device=policy_logps.device)
+
+
+def whole_batch_metrics(
+    objective: Objective, accelerator: Any, batch: dict[str, torch.Tensor | None], reduced: dict[str, Any]
+) -> dict[str, float]:
+    """The objective's metrics over the global batch of a DDP step: what one process training on all of it logs.
+
+    ``batch``: this rank's per-example inputs of the objective ([B, K] or [B]: policy_logps, ref_logps, scores,
+    mask, lengths, data fields); ``reduced``: inputs already the same on every rank (KTO's kl_logratios,
+    BCO's reward_shift). Averaging the ranks' means would be wrong wherever a metric is a mean over a count
+    that varies (masked list entries, KTO's desirable examples), so every rank gathers the inputs (accelerate's
+    gather, as TRL's DPOTrainer logs its metrics) and evaluates the objective once more, without gradient, on
+    all of them. Plain ``gather``, not ``gather_for_metrics``: the metrics describe every example the step
+    trained on, and the latter's cut of a last partial batch (``gradient_state.remainder``) would hit every
+    micro-batch of the last accumulation group, which the Trainer fetches before running any of them.
+    """
+    local = {name: t for name, t in batch.items() if t is not None}
+    flags = {name for name, t in local.items() if t.dtype == torch.bool}
+    local = {name: t.to(torch.uint8) if name in flags else t for name, t in local.items()}  # gloo: no bool
+    # Each rank pads its lists to the longest in its own batch: pad K to the longest over ranks (padding is
+    # masked out), then gather along the batch dimension.
+    full = accelerator.gather(accelerator.pad_across_processes(local, dim=1))
+    full = {name: t.bool() if name in flags else t for name, t in full.items()}
+    policy_logps, ref_logps, scores = full.pop("policy_logps"), full.pop("ref_logps", None), full.pop("scores")
+    mask, lengths = full.pop("mask"), full.pop("lengths")
+    with torch.no_grad():
+        return objective(policy_logps, ref_logps, scores, mask=mask, lengths=lengths, **full, **reduced).metrics
+
+
+class NonFiniteTraining(PrefrunError):
+    """A training step whose loss or gradient norm is NaN or infinite: the run stops, unfinished."""
+
+
+def non_finite(losses: torch.Tensor, grad_norms: torch.Tensor) -> str | None:
+    """What is not finite among the ranks' step losses and gradient norms ("the loss is nan and ..."), else None."""
+    what = []
+    for name, values in (("the loss", losses), ("the gradient norm", grad_norms)):
+        bad = values[~torch.isfinite(values)]
+        if bad.numel():
+            what.append(f"{name} is {bad[0].item()}")
+    return " and ".join(what) or None
 
 
 @contextlib.contextmanager

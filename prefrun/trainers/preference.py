@@ -65,7 +65,7 @@ def train_preference(
     from prefrun.data.shared_prompt import use_shared_prompt
     from prefrun.models.loading import load_model_and_tokenizer, lora_config
     from prefrun.trainers.density_ratio import with_udm_weights
-    from prefrun.trainers.list_trainer import ListTrainer
+    from prefrun.trainers.list_trainer import ListTrainer, NonFiniteTraining
     from prefrun.trainers.ref_cache import ReferenceCache, model_fingerprint, tokenizer_fingerprint
 
     s = settings
@@ -125,7 +125,12 @@ def train_preference(
     preemption = preemption_callback()
     trainer.add_callback(preemption)
     resume_from = last_complete_checkpoint(args.output_dir) if s.resume else None
-    trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    try:
+        trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    except NonFiniteTraining as e:
+        if stage == "train":
+            raise
+        raise NonFiniteTraining(f"{stage}: {e}") from None  # which curriculum stage diverged
     preemption.exit_if_preempted()
     stats = {
         "examples": len(dataset),

@@ -4,8 +4,9 @@ The key hashes everything the numbers depend on: the reference model (its weight
 local directory, its hub id + revision otherwise), the tokenizer (vocabulary and chat template), the
 tokenized dataset (prompt and response token ids, which carry the max lengths and truncation) and
 the dtype. Change any of them and the key changes. Entries are written to a temporary file and
-renamed, so two jobs filling the cache at once never tear a read; the later rename wins with
-identical content.
+renamed, so a reader never sees a torn entry, and a failed write (a full disk) removes its temporary.
+``load_or_compute`` holds a lock per key around "look up → compute → publish": a second run that needs
+the same entry meanwhile waits for the first one's instead of computing it again.
 """
 
 from __future__ import annotations
@@ -14,9 +15,12 @@ import functools
 import hashlib
 import json
 import os
-import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from prefrun.results.files import temp_path
+from prefrun.runtime.locks import FileLock
 
 
 def _hash_file(h: Any, path: Path) -> None:
@@ -107,21 +111,63 @@ class ReferenceCache:
         return self.dir / f"ref-{digest}.json"
 
     def load(self, dataset: Any) -> list[list[float]] | None:
-        path = self.path_for(dataset)
-        if not path.exists():
-            self.misses += 1
-            return None
-        values = json.loads(path.read_text())
-        if len(values) != len(dataset):
+        return self._load(self.path_for(dataset), len(dataset))
+
+    def _load(self, path: Path, n: int) -> list[list[float]] | None:
+        values = json.loads(path.read_text()) if path.exists() else None
+        if values is None or len(values) != n:
             self.misses += 1
             return None
         self.hits += 1
         return values
 
     def store(self, dataset: Any, values: list[list[float]]) -> None:
-        path = self.path_for(dataset)
+        self._store(self.path_for(dataset), values)
+
+    def _store(self, path: Path, values: list[list[float]]) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".ref-")
-        with os.fdopen(fd, "w") as f:
-            json.dump(values, f)
-        os.replace(tmp, path)
+        tmp = temp_path(path)
+        try:
+            with open(tmp, "x") as f:
+                json.dump(values, f)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)  # gone after the rename; a write that failed leaves nothing behind
+
+    def load_or_compute(
+        self,
+        dataset: Any,
+        compute: Callable[[], list[list[float]]],
+        *,
+        store: bool = True,
+        label: str = "reference log-probs",
+    ) -> tuple[list[list[float]], bool]:
+        """(values, whether they came from the cache): the entry, or ``compute()`` stored as the entry.
+
+        With ``store`` the look-up, the computation and the publication hold the key's lock, so a second run
+        needing this entry at the same time waits (saying so: ``<label>: waiting for another run (pid N)
+        computing key …``) and then reads the first one's. ``store=False`` (ranks that only read) never waits.
+        """
+        path = self.path_for(dataset)  # hashes the data: once
+        cached = self._load(path, len(dataset))
+        if cached is not None or not store:
+            return (cached, True) if cached is not None else (compute(), False)
+        from prefrun.results.progress import stage_message
+
+        lock = FileLock(path.with_name(f".{path.stem}.lock"))
+        key = path.stem.removeprefix("ref-")
+
+        def waiting(pid: int | None) -> None:
+            stage_message(f"{label}: waiting for another run (pid {pid or 'unknown'}) computing key {key}")
+
+        lock.acquire(on_wait=waiting)
+        try:
+            self.misses -= 1  # counted again by this look-up: a wait is no miss, a computation one
+            cached = self._load(path, len(dataset))
+            if cached is not None:
+                return cached, True
+            values = compute()
+            self._store(path, values)
+            return values, False
+        finally:
+            lock.release()

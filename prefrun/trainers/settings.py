@@ -47,22 +47,25 @@ class TrainSettings:
 
     @classmethod
     def from_config(cls, cfg: Any) -> TrainSettings:
-        """The training settings of a composed run config (global batch split over ranks by batch_layout)."""
+        """The training settings of a composed run config (global batch split over ranks by batch_layout).
+
+        Ranges and types were checked by the task's check() before this is called.
+        """
         per_device, accumulation = batch_layout(cfg)  # a global batch that does not divide is a PrefrunError
         return cls(
             steps=int(cfg.train.steps),
             batch_size=int(cfg.train.batch_size),
             per_device_batch_size=per_device,
             gradient_accumulation_steps=accumulation,
-            lr=cfg.train.lr,
-            warmup_steps=cfg.train.warmup_steps,
+            lr=float(cfg.train.lr),
+            warmup_steps=int(cfg.train.warmup_steps),
             scheduler=cfg.train.scheduler,
             optimizer=cfg.train.optimizer,
-            logging_steps=cfg.train.logging_steps,
-            max_prompt_len=cfg.train.max_prompt_len,
-            max_response_len=cfg.train.max_response_len,
+            logging_steps=int(cfg.train.logging_steps),
+            max_prompt_len=int(cfg.train.max_prompt_len),
+            max_response_len=int(cfg.train.max_response_len),
             shared_prompt=str(cfg.train.shared_prompt),
-            seed=cfg.seed,
+            seed=int(cfg.seed),
             checkpoint_steps=int(cfg.run.get("checkpoint_steps") or 0),
             resume=bool(cfg.run.resume),
             cache_reference=cfg.cache.reference in ("on", True),

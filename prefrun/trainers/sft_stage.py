@@ -2,8 +2,9 @@
 
 The result is the reference model of preference training. It is cached under a key of everything
 that determines it (base weights, data, steps, lr, seed, library versions, recipe version), so a sweep
-pays for it once; the cache entry is
-written to a temporary directory and renamed, so a killed or concurrent run never sees half a model.
+pays for it once. The cache entry is written to a temporary directory and renamed, so a killed run never
+leaves half a model (a failed one removes its temporary; a killed one's is removed at the next start), and a
+lock per key makes a second run that needs the same entry wait for the first one's instead of training it too.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from typing import Any
 
 from prefrun.data.records import Record
 from prefrun.data.tokenize import tokenize_record
+from prefrun.results.files import temp_path
+from prefrun.runtime.locks import locked
 
 # Bump when code that shapes the SFT model changes (its recipe, the formatting of its data): a cache entry
 # is only as good as the code that wrote it, and a stale one silently changes every later run's reference.
@@ -54,11 +57,33 @@ def run_sft(
 
     key = sft_cache_key(str(base_model_dir), fingerprint, cfg)
     out = Path(cache_dir) / f"sft-{key}"
-    if (out / "config.json").exists():
-        stage_message(f"SFT reference: cached (key {key})")
-        _copy_log(out, run_dir)
-        return out
-    stage_message(f"SFT reference: training {cfg['steps']:,} steps (cache key {key})")
+    if not (out / "config.json").exists():
+        # One run trains a key while the others that need it wait for its entry instead of training it again.
+        def waiting(pid: int | None) -> None:
+            stage_message(f"SFT reference: waiting for another run (pid {pid or 'unknown'}) computing key {key}")
+
+        with locked(out.with_name(f".{out.name}.lock"), on_wait=waiting):
+            if not (out / "config.json").exists():
+                stage_message(f"SFT reference: training {cfg['steps']:,} steps (cache key {key})")
+                tmp = temp_path(out)
+                try:
+                    _train_sft(base_model_dir, records, cfg, tmp)
+                    try:
+                        os.replace(tmp, out)
+                    except OSError:  # a run of an earlier version (no lock) published the key first: use theirs
+                        if not (out / "config.json").exists():
+                            raise
+                finally:
+                    shutil.rmtree(tmp, ignore_errors=True)  # gone after the rename; a failed run leaves nothing
+                _copy_log(out, run_dir)
+                return out
+    stage_message(f"SFT reference: cached (key {key})")
+    _copy_log(out, run_dir)
+    return out
+
+
+def _train_sft(base_model_dir: str, records: list[Record], cfg: dict[str, Any], tmp: Path) -> None:
+    """Train the SFT model into ``tmp``: weights, tokenizer and its training log (LOG_NAME)."""
     import torch
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -74,7 +99,6 @@ def run_sft(
         tok = tokenize_record(record, tokenizer, cfg["max_prompt_len"], cfg["max_response_len"])
         prompt, response = tok["prompt_ids"], tok["response_ids"][0]
         rows.append({"input_ids": prompt + response, "completion_mask": [0] * len(prompt) + [1] * len(response)})
-    tmp = out.with_name(out.name + f".tmp{os.getpid()}")
     args = SFTConfig(
         output_dir=str(tmp / "trainer"),
         max_steps=cfg["steps"],
@@ -106,12 +130,6 @@ def run_sft(
     trainer.model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
     shutil.rmtree(tmp / "trainer", ignore_errors=True)
-    try:
-        os.replace(tmp, out)
-    except OSError:  # another run of the same key finished first: use theirs
-        shutil.rmtree(tmp, ignore_errors=True)
-    _copy_log(out, run_dir)
-    return out
 
 
 def _copy_log(model_dir: Path, run_dir: str | os.PathLike | None) -> None:

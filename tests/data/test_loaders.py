@@ -26,6 +26,10 @@ PRESETS = [
     "kto_mix",
     "shp",
     "helpsteer2",
+    "pku_saferlhf",
+    "tldr_comparisons",
+    "mt_bench_human",
+    "chatbot_arena",
 ]
 H, A = "\n\nHuman: ", "\n\nAssistant:"
 

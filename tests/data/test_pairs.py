@@ -122,3 +122,14 @@ def test_joint_pairs_skip_ties_and_stop_on_all_tied_data():
     assert joint_pairs(tied, 5, seed=0) == []
     with pytest.raises(PrefrunError, match="at least 2 prompts"):
         joint_pairs(tied[:1], 5, seed=0)
+
+
+def test_records_of_one_text_to_one_prompt_are_dropped_and_counted():
+    from prefrun.data.pairs import drop_identical
+
+    same = {"prompt": "p", "responses": ["a", "a"], "scores": [1.0, 0.0]}
+    three = {"prompt": "p", "responses": ["a", "a", "a"], "scores": [2.0, 1.0, 0.0]}
+    repeat = {"prompt": "p", "responses": ["a", "a", "b"], "scores": [2.0, 1.0, 0.0]}  # not all one text: kept
+    joint = {"prompt": "x", "prompts": ["x", "z"], "responses": ["a", "a"], "scores": [1.0, 0.0]}  # two prompts
+    single = {"prompt": "p", "responses": ["a"], "scores": [1.0], "labels": [True]}  # K = 1: nothing to compare
+    assert drop_identical([same, three, repeat, joint, single]) == ([repeat, joint, single], 2)

@@ -103,3 +103,40 @@ def test_the_sort_tasks_held_out_lists_come_from_its_eval_stream():
         assert data.eval_records == want
         assert data.eval_prompts == synthetic.eval_prompts(task, 12, seed=seed)  # the oracle's prompts, unchanged
         assert data.held_out == 0 and len(data.train) == cfg.train_prompts
+
+
+def test_an_uncached_hub_dataset_without_a_hub_fails_fast_with_one_line(tmp_path):
+    """Before: 38 s of HTTP retry warnings when the hub could not be reached."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    proxies = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")
+    env = {k: v for k, v in os.environ.items() if k not in (*proxies, "HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")}
+    env.update(HF_HOME=str(tmp_path / "hf"), HF_ENDPOINT="http://127.0.0.1:9", WANDB_MODE="offline")
+    env.pop("HF_HUB_CACHE", None)
+    env.pop("HF_DATASETS_CACHE", None)
+    cmd = [sys.executable, "-m", "prefrun", f"paths.output_dir={tmp_path}/out", "logger=none", "dataset=hh_rlhf"]
+    started = time.time()
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
+    assert result.returncode == 2
+    assert time.time() - started < 15
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("prefrun: error: dataset hh_rlhf (Anthropic/hh-rlhf) is not in the local Hugging Face")
+    assert "the hub cannot be reached (http://127.0.0.1:9" in lines[0] and "dataset.path=" in lines[0]
+
+
+def test_a_hub_dataset_is_checked_only_without_a_path_and_passes_when_cached(tmp_path, monkeypatch):
+    from prefrun.data.sources import check_hub_dataset
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "datasets"))
+    hub = OmegaConf.create({"name": "hh_rlhf", "hub_id": "Anthropic/hh-rlhf", "path": None})
+    with pytest.raises(PrefrunError, match=r"offline mode is on \(HF_HUB_OFFLINE=1\).*dataset\.path="):
+        check_hub_dataset(hub)
+    check_hub_dataset(OmegaConf.create({"name": "hh_rlhf", "hub_id": "Anthropic/hh-rlhf", "path": "hh.jsonl"}))
+    prepared = tmp_path / "datasets" / "Anthropic___hh-rlhf" / "default"  # datasets' own cache of a prepared dataset
+    prepared.mkdir(parents=True)
+    check_hub_dataset(hub)

@@ -48,3 +48,33 @@ def test_a_path_without_results_is_a_clear_error(tmp_path, capsys, make_dir):
         path.mkdir()
     assert main([str(path)]) == 2
     assert "prefrun-compare: error:" in capsys.readouterr().err
+
+
+def test_a_truncated_results_json_is_skipped_with_one_warning_naming_it(tmp_path, capsys):
+    for seed, reward in enumerate([0.8, 1.0]):
+        write_run(tmp_path, "dpo", 0.1, seed, reward)
+    broken = tmp_path / "sort" / "tiny" / "dpo" / "objective.beta=0.1" / "seed=0" / "results.json"
+    broken.write_text(broken.read_text()[:40])  # cut mid-object, as a full disk or an interrupted copy leaves it
+    listed = tmp_path / "sort" / "tiny" / "lipo" / "default" / "seed=0" / "results.json"
+    listed.parent.mkdir(parents=True)
+    listed.write_text("[1, 2]")  # JSON, but not a run's results
+    assert main([str(tmp_path)]) == 0
+    captured = capsys.readouterr()
+    warnings = captured.err.strip().splitlines()
+    assert len(warnings) == 2
+    assert warnings[0].startswith(f"prefrun-compare: warning: skipping {broken}: not valid JSON (truncated? ")
+    assert warnings[0].endswith("line 1 column 38); rerun that run with run.overwrite=true")
+    assert warnings[1] == (
+        f"prefrun-compare: warning: skipping {listed}: a JSON list, not a run's results; "
+        "rerun that run with run.overwrite=true"
+    )
+    dpo_row = next(line for line in captured.out.splitlines() if " dpo " in line)
+    assert " 1 " in dpo_row and "1.000" in dpo_row  # the readable seed 1 alone
+
+
+def test_only_unreadable_results_is_a_clear_error(tmp_path, capsys):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "results.json").write_text('{"dataset": "so')
+    assert main([str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "warning: skipping" in err and "prefrun-compare: error: no readable results.json" in err

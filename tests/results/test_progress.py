@@ -152,3 +152,38 @@ def test_attach_progress_removes_transformers_printers(micro_model_dir, tmp_path
     attach_progress(trainer, "train")
     kinds = [type(cb) for cb in trainer.callback_handler.callbacks]
     assert PrinterCallback not in kinds and ProgressCallback not in kinds and TrainingProgress in kinds
+
+
+def test_a_short_stage_with_a_minimum_interval_says_only_its_closing_line():
+    clock = Clock()
+    out = io.StringIO()
+    with Progress(
+        "eval oracle: policy samples",
+        100,
+        label="samples",
+        unit="sample",
+        min_interval=10,
+        stream=out,
+        terminal=False,
+        clock=clock,
+    ) as bar:
+        for _ in range(10):  # 10 batches of 10 samples, 0.5 s each: every batch is due by count, none by time
+            clock.now += 0.5
+            bar.update(10)
+    lines = out.getvalue().splitlines()
+    assert lines == ["[eval oracle: policy samples] done: samples 100/100 in 5s (20.0 sample/s)"]
+
+
+def test_a_long_stage_with_a_minimum_interval_prints_at_most_once_per_interval():
+    clock = Clock()
+    out = io.StringIO()
+    with Progress(
+        "scoring", 100, label="rows", unit="row", min_interval=10, stream=out, terminal=False, clock=clock
+    ) as bar:
+        for _ in range(20):  # 20 batches of 5 rows, 4 s each: due by count every other batch, by time every 3rd
+            clock.now += 4
+            bar.update(5)
+    lines = out.getvalue().splitlines()
+    # 80 s in all; lines at positions where both 10 rows and 10 s have passed since the last: 15, 30, 45, ...
+    assert [line.split()[2] for line in lines[:-1]] == ["15/100", "30/100", "45/100", "60/100", "75/100", "90/100"]
+    assert lines[-1].startswith("[scoring] done: rows 100/100 in 1m20s")

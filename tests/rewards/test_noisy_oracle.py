@@ -34,7 +34,7 @@ def test_preferences_are_annotator_vote_shares(many_lists, check_preferences):
     prompts, lists = many_lists
     p = noisy(annotators=5, flip_prob=0.2).prefer(prompts, lists)
     check_preferences(p, len(prompts), 4)
-    decided = (oracle_hard(prompts, lists) != 0.5)  # off the diagonal and not tied
+    decided = oracle_hard(prompts, lists) != 0.5  # off the diagonal and not tied
     votes = p[decided] * 5
     assert torch.allclose(votes, votes.round(), atol=1e-5)  # each rate is (votes) / M
 

@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 from prefrun.errors import PrefrunError
 from prefrun.rewards import RewardContext, build_reward
 
-MODULE = '''
+MODULE = """
 calls = []
 
 def length_reward(prompts, completions, scale=1.0, **kwargs):
@@ -33,7 +33,7 @@ class Scorers:
     @staticmethod
     def first_char(prompts, completions, **kwargs):
         return [float(ord(c[0])) for c in completions]
-'''
+"""
 
 
 @pytest.fixture()

@@ -1,16 +1,19 @@
 """The reference log-prob cache: a hit only when model, tokenizer, tokenized data and dtype are all unchanged.
 
 Every part of the key is changed in turn (a miss each time); two processes filling the same entry at once
-never let a reader see a partial file. Whether to use the cache at all (``cache.reference=off``) is the
-caller's decision and is not tested here.
+never let a reader see a partial file; two runs needing one entry at once compute it once. Whether to use the
+cache at all (``cache.reference=off``) is the caller's decision and is not tested here.
 """
 
 from __future__ import annotations
 
+import errno
+import os
 import shutil
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 
 import pytest
@@ -186,3 +189,64 @@ def test_model_fingerprint_hashes_the_weights_once_until_a_file_changes(tmp_path
     assert ref_cache.model_fingerprint(str(tmp_path)) == first and reads == ["model.safetensors"]
     (tmp_path / "model.safetensors").write_bytes(b"other weights")  # another size: the files changed
     assert ref_cache.model_fingerprint(str(tmp_path)) != first and len(reads) == 2
+
+
+def _table(n: int = 4) -> Dataset:
+    return Dataset.from_dict({"prompt_ids": [[i] for i in range(n)], "response_ids": [[[i], [i, 7]] for i in range(n)]})
+
+
+def test_two_runs_needing_one_entry_at_once_compute_it_once(tmp_path, monkeypatch):
+    """The second asks while the first computes: it waits, says for whom, and reads the first one's values."""
+    from prefrun.results import progress
+
+    messages: list[str] = []
+    monkeypatch.setattr(progress, "stage_message", lambda text, stream=None: messages.append(text))
+    dataset, computed, results = _table(), [], {}
+    started = threading.Event()
+
+    def compute(name: str):
+        def run() -> list[list[float]]:
+            computed.append(name)
+            started.set()
+            time.sleep(0.3)  # the other run asks meanwhile
+            return _values(dataset)
+
+        return run
+
+    def run(name: str) -> None:
+        cache = ReferenceCache(tmp_path, "model", "tokenizer", DTYPE)
+        results[name] = (*cache.load_or_compute(dataset, compute(name)), cache.hits, cache.misses)
+
+    first = threading.Thread(target=run, args=("first",))
+    first.start()
+    started.wait(timeout=10)
+    second = threading.Thread(target=run, args=("second",))
+    second.start()
+    first.join(timeout=10)
+    second.join(timeout=10)
+    assert computed == ["first"]
+    assert results["first"] == (_values(dataset), False, 0, 1)
+    assert results["second"] == (_values(dataset), True, 1, 0)  # served from the cache, not a miss
+    key = ReferenceCache(tmp_path, "model", "tokenizer", DTYPE).path_for(dataset).stem.removeprefix("ref-")
+    assert messages == [f"reference log-probs: waiting for another run (pid {os.getpid()}) computing key {key}"]
+    assert [p.name for p in tmp_path.iterdir()] == [f"ref-{key}.json"]  # no lock or temporary file left
+
+
+def test_a_rank_that_only_reads_neither_waits_nor_stores(tmp_path):
+    cache = ReferenceCache(tmp_path, "model", "tokenizer", DTYPE)
+    values, cached = cache.load_or_compute(_table(), lambda: [[0.0, 0.0]] * 4, store=False)
+    assert (values, cached) == ([[0.0, 0.0]] * 4, False) and list(tmp_path.iterdir()) == []
+
+
+def test_a_write_that_fails_on_a_full_disk_leaves_no_temporary(tmp_path, monkeypatch):
+    from prefrun.trainers import ref_cache
+
+    def full(values, f):
+        f.write("[[-1.5, ")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(ref_cache.json, "dump", full)
+    cache = ReferenceCache(tmp_path, "model", "tokenizer", DTYPE)
+    with pytest.raises(OSError, match="No space left"):
+        cache.load_or_compute(_table(), lambda: _values(_table()))
+    assert list(tmp_path.iterdir()) == []  # neither the entry, nor a `.ref-*` temporary, nor the lock
