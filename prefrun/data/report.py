@@ -190,8 +190,8 @@ def messages(report: dict[str, Any], dataset: str, objective: str) -> list[tuple
         lines.append(
             (
                 "warning",
-                f"dataset {dataset}: dropped {shaping['identical_pairs']} pair(s) whose chosen and rejected are the same "
-                "text (lists that repeat a response)",
+                f"dataset {dataset}: dropped {shaping['identical_pairs']} pair(s) whose chosen and rejected are "
+                "the same text (lists that repeat a response)",
             )
         )
     batch = report.get("batch")
@@ -225,8 +225,8 @@ def messages(report: dict[str, Any], dataset: str, objective: str) -> list[tuple
         lines.append(
             (
                 "warning",
-                f"objective {objective} expects scores in [{lo:g}, {hi:g}] (objective.score_range) but {scores['outside']} "
-                f"of {scores['of']} training scores lie outside (min {scores['min']:g}, max {scores['max']:g}); "
+                f"objective {objective} expects scores in [{lo:g}, {hi:g}] (objective.score_range) but "
+                f"{scores['outside']} of {scores['of']} training scores lie outside (min {scores['min']:g}, max {scores['max']:g}); "
                 f"rescale with {_scale_fix(scores)}",
             )
         )
