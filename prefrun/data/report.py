@@ -226,7 +226,8 @@ def messages(report: dict[str, Any], dataset: str, objective: str) -> list[tuple
             (
                 "warning",
                 f"objective {objective} expects scores in [{lo:g}, {hi:g}] (objective.score_range) but "
-                f"{scores['outside']} of {scores['of']} training scores lie outside (min {scores['min']:g}, max {scores['max']:g}); "
+                f"{scores['outside']} of {scores['of']} training scores lie outside "
+                f"(min {scores['min']:g}, max {scores['max']:g}); "
                 f"rescale with {_scale_fix(scores)}",
             )
         )
