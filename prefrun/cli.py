@@ -151,17 +151,53 @@ def _main(cfg) -> float | None:  # noqa: ANN001 - Hydra passes a DictConfig
 
 
 def main() -> None:
+    import os
+
     import hydra
+    from hydra.errors import HydraException
 
     from prefrun.errors import PrefrunError
     from prefrun.launch import with_launcher  # N processes (torchrun) or srun's ranks, else this one
 
     app = hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")(_checked(with_launcher(_main)))
+    # Hydra prints a bad override as several lines and exits 1; raised to here instead, it becomes one line.
+    # A user who sets HYDRA_FULL_ERROR gets Hydra's own report.
+    full_error = "HYDRA_FULL_ERROR" in os.environ
+    os.environ.setdefault("HYDRA_FULL_ERROR", "1")
     try:
         app()
     except PrefrunError as e:  # raised during composition-time checks
         print(f"prefrun: error: {e}", file=sys.stderr)
         sys.exit(2)
+    except (HydraException, OmegaConfBaseException) as e:
+        if full_error:
+            raise
+        cause = e.__cause__ if isinstance(e.__cause__, OmegaConfBaseException) else None
+        text = one_line(str(e) + ("\n" + str(cause) if cause else ""))
+        print(
+            f"prefrun: error: config: {text}; see the groups with `prefrun --help`, the keys with `prefrun --cfg job`",
+            file=sys.stderr,
+        )
+        sys.exit(2)
+
+
+def one_line(text: str) -> str:
+    """Hydra's and OmegaConf's multi-line messages as one line: clauses joined by "; ", a listing after a
+    line ending in ":" joined by ", ", their full_key / object_type detail lines and search path dropped."""
+    parts: list[str] = []
+    text = text.split("Config search path:")[0]  # where Hydra looked: its own internals, not the user's mistake
+    for line in (raw.strip() for raw in text.splitlines()):
+        if not line or line.startswith(("full_key:", "object_type=", "reference_type=")):
+            continue
+        if parts and parts[-1].endswith((":", ",")) and not line.endswith(":"):
+            parts[-1] = f"{parts[-1].rstrip(',')}{' ' if parts[-1].endswith(':') else ', '}{line},"
+        else:
+            if parts:
+                parts[-1] = parts[-1].rstrip(",")
+            parts.append(line.rstrip("."))
+    if parts:
+        parts[-1] = parts[-1].rstrip(",")
+    return "; ".join(parts)
 
 
 def compare_main() -> None:

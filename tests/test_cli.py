@@ -167,3 +167,30 @@ def test_help_lists_every_selectable_choice_of_every_group():
         if group.is_dir() and group.name not in ("hydra", "local"):
             choices = sorted(p.stem for p in group.glob("*.yaml") if not p.stem.startswith("_"))
             assert listed[group.name] == choices, group.name
+
+
+@pytest.mark.parametrize(
+    ("override", "needles"),
+    [
+        ("eval=[nope]", ["Could not load 'eval/nope'"]),
+        ("eval.prompts=0", ["Could not override 'eval.prompts'", "Key 'prompts' is not in struct"]),
+        ("objective=nope", ["Could not find 'objective/nope'", "Available options in 'objective': aot, apo_down"]),
+        ("train.steps=[1", ["no viable alternative at input '[1'"]),
+    ],
+)
+def test_a_bad_override_hydra_refuses_is_one_line_too(tmp_path, override, needles):
+    result = prefrun(override, tmp_path=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.startswith("prefrun: error: config: ") and len(result.stderr.splitlines()) == 1
+    assert "Config search path" not in result.stderr and "HYDRA_FULL_ERROR" not in result.stderr
+    for needle in needles:
+        assert needle in result.stderr
+
+
+def test_hydra_full_error_set_by_the_user_still_gives_hydras_own_report(tmp_path):
+    import os
+
+    env = {**os.environ, "HYDRA_FULL_ERROR": "1"}
+    cmd = [*PREFRUN, f"paths.output_dir={tmp_path}/out", "logger=none", "objective=nope"]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode != 0 and "Traceback" in result.stderr
