@@ -169,6 +169,9 @@ def main() -> None:
     except PrefrunError as e:  # raised during composition-time checks
         print(f"prefrun: error: {e}", file=sys.stderr)
         sys.exit(2)
+    except BrokenPipeError:  # `prefrun --help | head`: the reader has gone; nothing more to say to it
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(0)
     except (HydraException, OmegaConfBaseException) as e:
         if full_error:
             raise
