@@ -34,39 +34,9 @@ def reward_config(settings: Any, output_dir: str | Path, device: str = "cpu", **
     """TRL's RewardConfig for ``TrainSettings``; ``overrides`` replace single fields (tests)."""
     from trl import RewardConfig
 
-    from prefrun.runtime.tracking import report_to
+    from prefrun.trainers.settings import trainer_fields
 
-    s = settings
-    fields: dict[str, Any] = dict(
-        output_dir=str(output_dir),
-        max_steps=s.steps,
-        per_device_train_batch_size=s.per_device_batch_size or s.batch_size,
-        gradient_accumulation_steps=s.gradient_accumulation_steps,
-        learning_rate=s.lr,
-        lr_scheduler_type=s.scheduler,
-        warmup_steps=s.warmup_steps,
-        optim=s.optimizer,
-        logging_steps=s.logging_steps,
-        save_strategy="steps" if s.checkpoint_steps else "no",
-        save_steps=s.checkpoint_steps or 500,
-        save_total_limit=1,  # the newest complete checkpoint; the older one goes only after it is written
-        report_to=report_to(),
-        use_cpu=device == "cpu",
-        # TRL's config turns bf16 autocast on unless told otherwise, and activation checkpointing too.
-        bf16=s.mixed_precision == "bf16" and device != "cpu",
-        fp16=s.mixed_precision == "fp16" and device != "cpu",
-        activation_checkpointing=s.gradient_checkpointing,
-        seed=s.seed,
-        data_seed=s.seed,
-        disable_tqdm=True,
-        remove_unused_columns=False,
-        max_length=None,  # responses are cut when tokenized (train.max_prompt_len / max_response_len), never dropped
-        dataloader_num_workers=0,
-        save_only_model=False,
-        **s.engine,
-    )
-    fields.update(overrides)
-    return RewardConfig(**fields)
+    return RewardConfig(**{**trainer_fields(settings, output_dir, device), **overrides})
 
 
 def load_backbone(path: str, model_cfg: Any, device: str, seed: int = 0) -> tuple[Any, Any]:

@@ -102,14 +102,13 @@ def engine_settings(hardware_cfg: Any) -> dict[str, Any]:
     return engine
 
 
-def dpo_config(settings: TrainSettings, output_dir: str | Path, device: str = "cpu", **overrides: Any) -> Any:
-    """TRL's DPOConfig for ``settings``; ``overrides`` replace single fields (tests, benchmarks)."""
-    from trl import DPOConfig
-
+def trainer_fields(settings: TrainSettings, output_dir: str | Path, device: str = "cpu") -> dict[str, Any]:
+    """The TrainingArguments fields every prefrun trainer shares (DPOConfig, RewardConfig): steps, batch layout,
+    optimizer, checkpoints, precision, seeds, engine."""
     from prefrun.runtime.tracking import report_to
 
     s = settings
-    fields: dict[str, Any] = dict(
+    return dict(
         output_dir=str(output_dir),
         max_steps=s.steps,
         per_device_train_batch_size=s.per_device_batch_size or s.batch_size,
@@ -124,7 +123,7 @@ def dpo_config(settings: TrainSettings, output_dir: str | Path, device: str = "c
         save_total_limit=1,  # the newest complete checkpoint; the older one goes only after it is written
         report_to=report_to(),
         use_cpu=device == "cpu",
-        # TRL's config turns bf16 autocast on even with use_cpu: set precision explicitly.
+        # TRL's configs turn bf16 autocast on even with use_cpu: set precision explicitly.
         bf16=s.mixed_precision == "bf16" and device != "cpu",
         fp16=s.mixed_precision == "fp16" and device != "cpu",
         activation_checkpointing=s.gradient_checkpointing,
@@ -132,12 +131,18 @@ def dpo_config(settings: TrainSettings, output_dir: str | Path, device: str = "c
         data_seed=s.seed,
         disable_tqdm=True,
         remove_unused_columns=False,
-        precompute_ref_log_probs=True,
-        precompute_ref_batch_size=max(s.batch_size, 64),
-        max_length=None,
+        max_length=None,  # responses are cut when tokenized (train.max_prompt_len / max_response_len), never dropped
         dataloader_num_workers=0,
         save_only_model=False,
         **s.engine,
     )
+
+
+def dpo_config(settings: TrainSettings, output_dir: str | Path, device: str = "cpu", **overrides: Any) -> Any:
+    """TRL's DPOConfig for ``settings``; ``overrides`` replace single fields (tests, benchmarks)."""
+    from trl import DPOConfig
+
+    fields = trainer_fields(settings, output_dir, device)
+    fields.update(precompute_ref_log_probs=True, precompute_ref_batch_size=max(settings.batch_size, 64))
     fields.update(overrides)
     return DPOConfig(**fields)
