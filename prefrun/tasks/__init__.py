@@ -9,4 +9,11 @@ from __future__ import annotations
 
 from prefrun.registry import Registry
 
-TASKS = Registry("task", modules=("prefrun.tasks.preference", "prefrun.tasks.evaluate", "prefrun.tasks.reward_model"))
+TASKS = Registry(
+    "task",
+    modules=(
+        "prefrun.tasks.preference",
+        "prefrun.tasks.evaluate",
+        "prefrun.tasks.reward_model",
+    ),
+)

@@ -158,6 +158,10 @@ RULES: dict[str, Rule] = {
     "reward_model.eval.records": count(1, "held-out lists; null = all", "500", nullable=True),
     "reward_model.eval.batch_size": count(1, "lists per forward", "64"),
     "reward_model.eval.bins": count(1, "calibration-error bins", "10"),
+    # task=reward_model: PAL and new users
+    # task=online
+    # task=diffusion
+    # data steps
 }
 
 
