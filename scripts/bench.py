@@ -16,6 +16,9 @@ Rows (one function each; ratios are prefrun over its baseline, oriented so the t
                 (prefrun.data.shared_prompt) vs its unshared rows: tokens through the model, step time.
   5. sampler    prompt 128 tokens, K = 8, 32 new tokens: prefrun.generation vs the prompt repeated K times in
                 one generate call: samples/s, and equal samples for equal seeds (scripts/bench_sampler.py).
+  6. rm_pairs   bt reward model, 64-token prompts: prefrun (prompt packed once) vs TRL RewardTrainer: tokens/s,
+                peak RSS (scripts/bench_reward_model.py).
+  7. rm_lists   pl_rm on K = 8 lists vs RewardTrainer on all 28 pairs per list: prompts/s per epoch.
 
 The model is a random-init Llama larger than `tiny` (6 layers, hidden 256, a 2k-word vocabulary), the
 data synthetic with a fixed seed. Within each repeat, prefrun and its baseline run one after the other
@@ -101,7 +104,7 @@ QUICK = replace(
     shared_response_len=8,
     shared_steps=2,
 )
-ROWS = ("pairwise", "listwise", "sweep", "shared", "sampler")
+ROWS = ("pairwise", "listwise", "sweep", "shared", "sampler", "rm_pairs", "rm_lists")
 
 
 # --- setup ----------------------------------------------------------------------------------------
@@ -650,6 +653,10 @@ def main(argv: list[str] | None = None) -> int:
             from bench_sampler import row_sampler  # row 5 lives in its own script (scripts/ is on sys.path)
 
             rows += row_sampler(sizes, repeats, args.quick)
+        elif name in ("rm_pairs", "rm_lists"):
+            import bench_reward_model as rm  # rows 6 and 7 live in their own script
+
+            rows += (rm.row_rm_pairs if name == "rm_pairs" else rm.row_rm_lists)(sizes, repeats, args.quick)
         else:
             rows += row_shared(sizes, repeats)
         print(f"[bench] {name} done in {time.perf_counter() - t0:.1f}s", file=sys.stderr, flush=True)

@@ -91,12 +91,40 @@ BAD_INPUTS = {
 }
 
 
-@pytest.mark.parametrize("case", list(BAD_INPUTS), ids=list(BAD_INPUTS))
-def test_bad_input_gets_one_clear_line(tmp_path, case):
+def _bad_input_args(case: str, tmp_path: Path) -> tuple[list[str], list[str]]:
     args, needles = BAD_INPUTS[case]
     empty = tmp_path / "empty.jsonl"
     empty.write_text("")
-    result = prefrun(*[a.replace("{empty}", str(empty)) for a in args], tmp_path=tmp_path)
+    return [a.replace("{empty}", str(empty)) for a in args], needles
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS), ids=list(BAD_INPUTS))
+def test_bad_input_is_one_line_that_names_it(tmp_path, case):
+    """In process (the runner raises the PrefrunError the command line prints): each case names what is wrong."""
+    from hydra import compose, initialize_config_dir
+
+    from prefrun.errors import PrefrunError
+    from prefrun.runner import run
+
+    args, needles = _bad_input_args(case, tmp_path)
+    with initialize_config_dir(str(Path(__file__).resolve().parents[1] / "conf"), version_base="1.3"):
+        cfg = compose(
+            "config",
+            overrides=[f"paths.output_dir={tmp_path}/out", f"paths.cache_dir={tmp_path}/cache", "logger=none", *args],
+        )
+    with pytest.raises(PrefrunError) as error:
+        run(cfg, tmp_path / "out" / "run", overrides=args)
+    message = str(error.value)
+    assert "\n" not in message
+    for needle in needles:
+        assert needle in message
+    assert not list((tmp_path / "out").rglob("results.json"))
+
+
+def test_a_runtime_error_reaches_the_command_line_as_one_line(tmp_path):
+    """The same refusal through the command line: one `prefrun: error:` line, no traceback, non-zero exit."""
+    args, needles = _bad_input_args("dataset file missing a mapped field", tmp_path)
+    result = prefrun(*args, tmp_path=tmp_path)
     _assert_one_line_error(result, *needles)
     assert len([ln for ln in result.stderr.splitlines() if ln.startswith("prefrun: error:")]) == 1
     assert not list((tmp_path / "out").rglob("results.json"))

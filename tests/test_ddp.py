@@ -223,3 +223,26 @@ def test_srun_ranks_are_used_instead_of_launching(tmp_path, runs):
     assert max(abs(a["loss"] - b["loss"]) for a, b in zip(ddp_rows, single_rows)) < LOSS_TOL
     training = json.loads(only(tmp_path / "out", "results.json").read_text())["training"]
     assert training["world_size"] == 2  # the two processes formed one group, not two one-process runs
+
+
+@pytest.mark.slow
+def test_a_reward_model_trains_on_two_gloo_ranks_as_on_one_process(tmp_path):
+    """task=reward_model under DDP: the same loss curve and held-out figures as one process with the same global
+    batch, one saved model, written by rank 0 alone."""
+    rm = [*MICRO, "task=reward_model", "objective=bt", "sft.enabled=false", "train.steps=4", "train.lr=1e-3"]
+    ddp = prefrun(tmp_path / "ddp", *rm, *DDP)
+    assert ddp.returncode == 0, ddp.stdout[-3000:] + ddp.stderr[-5000:]
+    single = prefrun(tmp_path / "single", *rm)
+    assert single.returncode == 0, single.stderr[-3000:]
+    ddp_rows = step_rows(only(tmp_path / "ddp" / "out", "metrics.jsonl"))
+    single_rows = step_rows(only(tmp_path / "single" / "out", "metrics.jsonl"))
+    assert [r["step"] for r in ddp_rows] == [r["step"] for r in single_rows] == [1, 2, 3, 4]
+    assert max(abs(a["loss"] - b["loss"]) for a, b in zip(ddp_rows, single_rows)) < LOSS_TOL
+    assert single_rows[-1]["loss"] != single_rows[0]["loss"]
+    ddp_results = json.loads(only(tmp_path / "ddp" / "out", "results.json").read_text())
+    single_results = json.loads(only(tmp_path / "single" / "out", "results.json").read_text())
+    assert ddp_results["training"]["world_size"] == 2 and single_results["training"]["world_size"] == 1
+    for key in ("reward_model/accuracy", "reward_model/ece"):
+        assert ddp_results["eval"][key] == pytest.approx(single_results["eval"][key], abs=1e-3), key
+    assert ddp.stdout.count("run directory:") == 1
+    assert len(list((tmp_path / "ddp" / "out").rglob("model.safetensors"))) == 1

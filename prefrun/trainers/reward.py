@@ -80,7 +80,10 @@ def list_rewards(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     inner = getattr(model, "module", model)  # DDP
     kwargs = shared_prompt_inputs(batch, next(inner.parameters()).dtype)
     kwargs.pop("shift_labels")
-    hidden = getattr(inner, inner.base_model_prefix)(**kwargs).last_hidden_state  # [B, T, H]: one row per list
+    # Through the (DDP-wrapped) model's own forward: DDP all-reduces gradients only of a forward it ran. Its
+    # pooled logits read each row's last token, not each segment's, so the rewards come from the final
+    # (normed) hidden states through the score head.
+    hidden = model(**kwargs, output_hidden_states=True).hidden_states[-1]  # [B, T, H]: one row per list
     read = segment_reads(batch["input_ids"], batch["label_owner"], batch["list_index"], inner.config.pad_token_id)
     row = batch["list_index"][:, 0]
     rewards = inner.score(hidden[row, read]).squeeze(-1)
