@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # a multi-GB CUDA build. GPU users: install your torch first, then `pip install -e .`.
 TORCH_PIN ?= torch==2.13.0
 
-.PHONY: setup run test lint bench gpu-check gpu-wheels repro-lipo repro-curry repro-zoo clean
+.PHONY: setup run test lint bench bench-online gpu-check gpu-wheels repro-lipo repro-curry repro-zoo repro-overopt repro-diffusion repro-pal clean
 
 $(BIN)/prefrun: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,10 @@ lint: setup
 
 bench: setup
 	$(BIN)/python scripts/bench.py
+
+# prefrun's online loop vs TRL's OnlineDPOTrainer and RLOOTrainer (scripts/bench_online.py; ARGS=--quick: a smoke test)
+bench-online: setup
+	$(BIN)/python scripts/bench_online.py $(ARGS)
 
 # The GPU check (scripts/gpu_check.py): on a CUDA machine, or ARGS=--dry-run for its CPU run. The GPU machine has
 # no venv, so this uses its python3 there; `make gpu-wheels` first puts what that machine lacks into .whl/.
@@ -63,6 +67,25 @@ repro-curry: setup
 
 repro-zoo: setup
 	$(BIN)/python scripts/repro.py zoo logger=none
+
+# Diffusion-DPO, MaPO and the SFT baseline on blobs with the tiny UNet, 3 seeds each, one run at a time (one
+# thread each: the tiny UNet's kernels are too small to share); then a β point each side of 5000 (seed 0).
+DIFFUSION_RUN = $(BIN)/prefrun task=diffusion experiment_name=repro_diffusion train.lr=1e-5 hardware.threads=1 logger=none
+repro-diffusion: setup
+	for seed in 0 1 2; do for objective in diffusion_dpo mapo diffusion_sft; do \
+		$(DIFFUSION_RUN) objective=$$objective seed=$$seed || exit 1; done; done
+	for beta in 500 50000; do $(DIFFUSION_RUN) objective=diffusion_dpo objective.beta=$$beta seed=0 || exit 1; done
+	$(BIN)/prefrun-compare outputs/repro_diffusion
+
+# Best-of-N ranked by proxy bt reward models (32 and 6400 training prompts) vs by the oracle, 3 seeds
+# (scripts/overoptimization.py): outputs/overoptimization/overoptimization.{json,png}.
+repro-overopt: setup
+	$(BIN)/python scripts/overoptimization.py $(ARGS)
+
+# PAL-B on sort_plural: 2 prototypes vs 1 (BT on the same features), new users from N = 2, 5, 10, 20 pairs, 3 seeds
+# (scripts/pal_study.py): outputs/pal_study/pal_study.json.
+repro-pal: setup
+	OMP_NUM_THREADS=1 $(BIN)/python scripts/pal_study.py $(ARGS)
 
 clean:
 	rm -rf outputs/* .pytest_cache

@@ -2,7 +2,7 @@
 
     cli, runner, launch                                   top: compose, dispatch, ranks
     tasks
-    trainers, evaluation, decoding
+    trainers, evaluation, decoding, online, diffusion
     generation, rewards, diagnostics
     objectives, lm, models
     data
@@ -22,7 +22,7 @@ LAYERS = [
     {"data"},
     {"objectives", "lm", "models"},
     {"generation", "rewards", "diagnostics"},
-    {"trainers", "evaluation", "decoding"},
+    {"trainers", "evaluation", "decoding", "online", "diffusion"},
     {"tasks"},
     {"cli", "runner", "launch", "__main__", "__init__"},
 ]

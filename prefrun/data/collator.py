@@ -31,6 +31,7 @@ LIST_FIELDS = {
     "labels": torch.bool,
     "baseline_logps": torch.float32,
     "udm_weights": torch.float32,  # BCO's UDM density-ratio weights (prefrun.trainers.density_ratio)
+    "old_logps": torch.float32,  # online training: summed log-probs under the sampling policy (prefrun.online)
 }
 RECORD_FIELDS = {"p_chosen": torch.float32}
 

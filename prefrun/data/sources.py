@@ -202,8 +202,12 @@ class _EvalSplit:
 
 
 def _sort_task(cfg: Any, eval_seed: int) -> RunData:
+    if cfg.name == "sort_plural":  # users in groups with different oracles (prefrun/data/sort_plural.py)
+        from prefrun.data.sort_plural import plural_data
+
+        return plural_data(cfg, eval_seed)
     if cfg.name != "sort":
-        raise PrefrunError(f"unknown synthetic task {cfg.name!r}; available: sort")
+        raise PrefrunError(f"unknown synthetic task {cfg.name!r}; available: sort, sort_plural")
     task = synthetic.SortTask(min_len=cfg.min_len, max_len=cfg.max_len, vocab=cfg.vocab)
     # Fixed seed streams per split, independent of the run seed: seeds vary the training order and the
     # sampling, not the data, as with a real dataset. The SFT reference is then shared by a sweep

@@ -137,4 +137,66 @@ def summary_rows(m: dict[str, Any]) -> list[tuple[str, str]]:
     if "all_pairs" in m:
         rows.append((f"all-pairs accuracy (K={m['k']})", f"{m['all_pairs_accuracy']:.3f}"))
         rows.append((f"Spearman vs {m['spearman_vs']} ({m['spearman_lists']} lists)", f"{m['spearman']:.3f}"))
+    return rows + user_summary_rows(m)
+
+
+# ---------------------------------------------------------------- users (pluralistic data, PAL)
+
+
+def per_user_metrics(
+    rewards: Sequence[Sequence[float]],
+    records: Sequence[dict[str, Any]],
+    classes: dict[str, set[str]],
+    *,
+    pairs: str = "best_worst",
+) -> dict[str, Any]:
+    """Held-out pair accuracy per user (records with a ``user``) and its mean and minimum over each class of
+    users in ``classes`` ({"seen": users the model trained on, "adapted": ...}); users in none of them are
+    "unseen". A user's accuracy is over that user's own held-out pairs; the means weigh every user alike.
+    """
+    by_user: dict[str, list[int]] = {}
+    for i, r in enumerate(records):
+        if r.get("user") is not None:
+            by_user.setdefault(str(r["user"]), []).append(i)
+    per_user = {
+        u: accuracy(pair_margins([rewards[i] for i in idx], [records[i]["scores"] for i in idx], pairs))
+        for u, idx in sorted(by_user.items())
+    }
+    out: dict[str, Any] = {"user_accuracy": per_user}
+    named = set().union(*classes.values()) if classes else set()
+    for name, members in {**classes, "unseen": set(per_user) - named}.items():
+        users = [u for u in per_user if u in members]
+        values = [per_user[u] for u in users if not math.isnan(per_user[u])]
+        out[f"{name}_users"] = len(users)
+        out[f"{name}_user_accuracy"] = sum(values) / len(values) if values else math.nan
+        out[f"{name}_user_accuracy_min"] = min(values) if values else math.nan
+    return out
+
+
+def mixture_purity(weights: dict[str, Sequence[float]], groups: dict[str, int]) -> dict[str, Any]:
+    """Purity of the users' mixture weights against their true groups: each user assigned to its largest
+    prototype (argmax_k w_uk), purity = (1/N) Σ_k max_g |{u : k(u) = k, g(u) = g}| over the N users with a
+    known group (Manning et al. 2008, Introduction to IR, eq. 16.1). One prototype gives the largest group's
+    share; 1.0 = every prototype holds users of one group only."""
+    users = [u for u in weights if u in groups]
+    if not users:
+        return {"purity": math.nan, "purity_users": 0}
+    counts: dict[int, dict[int, int]] = {}
+    for u in users:
+        k = max(range(len(weights[u])), key=lambda j: weights[u][j])
+        counts.setdefault(k, {}).setdefault(int(groups[u]), 0)
+        counts[k][int(groups[u])] += 1
+    purity = sum(max(c.values()) for c in counts.values()) / len(users)
+    return {"purity": purity, "purity_users": len(users), "purity_clusters": len(counts)}
+
+
+def user_summary_rows(m: dict[str, Any]) -> list[tuple[str, str]]:
+    """(label, value) lines of the users' figures, where present."""
+    rows = []
+    for name in ("seen", "adapted", "unseen"):
+        if m.get(f"{name}_users"):
+            label = f"{name} users ({m[f'{name}_users']}): accuracy (min)"
+            rows.append((label, f"{m[f'{name}_user_accuracy']:.3f} ({m[f'{name}_user_accuracy_min']:.2f})"))
+    if "purity" in m and m.get("purity_users"):
+        rows.append((f"mixture purity ({m['purity_users']} users)", f"{m['purity']:.3f}"))
     return rows

@@ -22,7 +22,7 @@ def build_objective(objective_cfg: Any, trains: str = "policy") -> Objective:
     """
     spec = get_spec(objective_cfg.name)
     if spec.trains != trains:
-        raise PrefrunError(_wrong_kind(spec.name, spec.trains))
+        raise PrefrunError(_wrong_kind(spec.name, spec.trains, trains))
     hparams = {k: v for k, v in OmegaConf.to_container(objective_cfg, resolve=True).items() if k not in OBJECTIVE_META}
     objective = get_objective(objective_cfg.name, **hparams)
     for key in ("data", "needs_reference", "trains"):
@@ -34,10 +34,18 @@ def build_objective(objective_cfg: Any, trains: str = "policy") -> Objective:
     return objective
 
 
-def _wrong_kind(name: str, trains: str) -> str:
+def _wrong_kind(name: str, trains: str, wanted: str = "policy") -> str:
     from prefrun.objectives.registry import available_objectives
 
     if trains == "reward_model":
         return f"objective={name} trains a reward model, not a policy; run it with task=reward_model objective={name}"
+    if trains == "diffusion":
+        return f"objective={name} trains a diffusion model on images; run it with task=diffusion objective={name}"
+    if wanted == "diffusion":
+        choices = "|".join(available_objectives("diffusion"))
+        return (
+            f"objective={name} trains a language model; task=diffusion needs a diffusion objective: "
+            f"objective=<{choices}>"
+        )
     rm = "|".join(available_objectives("reward_model"))
     return f"objective={name} trains a policy; task=reward_model needs a reward-model objective: objective=<{rm}>"

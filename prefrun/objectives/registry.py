@@ -6,6 +6,7 @@ metadata and never branch on an objective's name.
 
     policy objectives:        fn(policy_logps, ref_logps, scores, mask, lengths, *extra, **hparams)
     reward-model objectives:  fn(rewards, scores, mask, *extra, **hparams)        all [B, K]
+    diffusion objectives:     the policy signature, log-probs = minus denoising errors (objectives/diffusion.py)
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ import torch
 from prefrun.errors import PrefrunError
 
 DataShape = Literal["pairwise", "list", "unpaired"]
-Trains = Literal["policy", "reward_model"]
-POSITIONAL = {"policy": 5, "reward_model": 3}  # the arguments every objective of the kind takes, before extras
+Trains = Literal["policy", "reward_model", "diffusion"]
+POSITIONAL = {"policy": 5, "reward_model": 3, "diffusion": 5}  # the arguments every objective of the kind takes
 
 
 @dataclass
@@ -128,7 +129,7 @@ class Objective:
         lengths: torch.Tensor | None = None,
         **extra: torch.Tensor,
     ) -> ObjectiveOutput:
-        if self.trains != "policy":
+        if self.trains == "reward_model":  # a diffusion objective takes the policy's signature (−ℓ as log-probs)
             raise ValueError(f"objective {self.name!r} trains a reward model: call reward_loss(rewards, scores)")
         if mask is None:
             mask = torch.ones_like(scores, dtype=torch.bool)

@@ -32,6 +32,10 @@ METRICS = [
     ("reward_model/accuracy", "RM acc"),
     ("reward_model/ece", "RM ECE"),
     ("reward_model/spearman", "RM ρ"),
+    # diffusion runs (task=diffusion): held-out implicit accuracy and the quality guard next to the reward
+    ("implicit_acc", "implicit acc"),
+    ("policy/well_formed", "well-formed"),
+    ("ref_error_drift", "ref err drift"),
 ]
 
 

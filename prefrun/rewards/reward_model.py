@@ -20,6 +20,12 @@ A reward model trained by prefrun (``task=reward_model``) reads its inputs as it
 (``prefrun.data.tokenize``: the prompt, chat-rendered when it is a message list, then the response and
 EOS) and the training's prompt and response lengths.
 
+A PAL run (``task=reward_model objective=pal_a|pal_b``; its model dir holds ``pal_config.json``) scores with
+its head on the backbone its config names (``prefrun.models.pal``), for the user ``reward.user`` (one of its
+user table) or, with ``reward.user`` unset, for the mean of its users' mixture weights w̄ = mean_u softmax(W_u)
+(one population user point; not the mean of the users' rewards). A backbone that is gone or of another
+width than the head reads is a one-line error.
+
 Batches are right-padded whatever the tokenizer's padding side: the transformers pooling takes the
 rightmost non-pad token either way, but left padding shifts the real tokens' positions (counted from the
 first slot), which a model with absolute position embeddings (GPT-2, OPT) sees, so a score would depend
@@ -69,17 +75,73 @@ class RewardModelReward(RewardSource):
     def __init__(self, cfg: Any, context: RewardContext) -> None:
         super().__init__()
         self.ref = resolve_model(cfg, context, "reward_model")
-        where = f"reward.model={cfg.model!r}" if cfg.get("model") else None
-        self.config = check_reward_model(self.ref.path, self.ref.model_cfg.get("revision"), where)
+        self.user = None if cfg.get("user") is None else str(cfg.get("user"))
         self.device = context.device
         self.batch_size = int(cfg.get("batch_size", 16))
+        self._model: Any = None
+        self._tokenizer: Any = None
+        from prefrun.models.pal import is_pal_dir
+
+        self.pal = is_pal_dir(self.ref.path)  # a PAL run: its head on its backbone, for reward.user or the mean
+        if self.pal:
+            self._pal_check()
+            return
+        if self.user is not None:
+            raise PrefrunError(
+                f"reward.user={self.user}: reward.path={self.ref.path!r} is one reward for everyone (not a PAL "
+                "model); drop reward.user"
+            )
+        where = f"reward.model={cfg.model!r}" if cfg.get("model") else None
+        self.config = check_reward_model(self.ref.path, self.ref.model_cfg.get("revision"), where)
         self.template = str(cfg.get("template", "chat"))
         if self.template not in ("chat", "plain"):
             raise PrefrunError(f"reward.template={self.template!r} must be chat or plain")
         self.max_length = cfg.get("max_length")
         self.trained_render = getattr(self.config, RENDER_KEY, None)  # a prefrun reward model's own tokenization
-        self._model: Any = None
-        self._tokenizer: Any = None
+
+    def _pal_check(self) -> None:
+        """A saved PAL head: its backbone must exist and be as wide as the head reads; the user must be in its table."""
+        from transformers import AutoConfig
+
+        from prefrun.models.pal import check_backbone_width, read_pal_meta
+
+        where = f"reward.path={self.ref.path!r}"
+        self.meta = read_pal_meta(self.ref.path, where)
+        backbone = str(self.meta["backbone"]["path"])
+        try:
+            width = AutoConfig.from_pretrained(backbone).hidden_size
+        except (OSError, ValueError):
+            raise PrefrunError(
+                f"{where}: its PAL head's backbone {backbone} cannot be read (a cleared cache?); rerun the PAL "
+                "training with the same paths.cache_dir to rebuild the cached SFT backbone"
+            ) from None
+        check_backbone_width(self.meta, width, backbone, where)
+        if self.user is not None and self.user not in self.meta["users"]:
+            shown = ", ".join(self.meta["users"][:6]) + (", ..." if len(self.meta["users"]) > 6 else "")
+            raise PrefrunError(
+                f"reward.user={self.user} is not in the PAL model's user table ({shown}); adapt the user first "
+                "(task=reward_model reward_model.adapt_user=<id>) or drop reward.user for the users' mean mixture"
+            )
+
+    def _pal_score(self, prompts: list[Any], responses: list[str]) -> list[float]:
+        """r_u(x, y) of the PAL head for ``reward.user``, or for the mean of its users' mixtures when unset."""
+        from prefrun.data.tokenize import tokenize_record
+        from prefrun.models.pal import embed, load_backbone_encoder, load_pal
+
+        if self._model is None:
+            self._head, _ = load_pal(self.ref.path, f"reward.path={self.ref.path!r}")
+            self._model, self._tokenizer = load_backbone_encoder(
+                str(self.meta["backbone"]["path"]), self.ref.model_cfg, self.device
+            )
+        records = [{"prompt": p, "responses": [r], "scores": [0.0]} for p, r in zip(prompts, responses)]
+        lengths = int(self.meta["max_prompt_len"]), int(self.meta["max_response_len"])
+        rows = [tokenize_record(r, self._tokenizer, *lengths) for r in records]  # as the PAL run read its records
+        prompt, items, _ = embed(self._model, rows, self._tokenizer.pad_token_id, self.batch_size, stage="PAL scores")
+        index = self._head.user_indices([self.user] * len(rows))
+        import torch
+
+        with torch.no_grad():
+            return self._head(prompt, items, index)["rewards"][:, 0].tolist()
 
     def _load(self) -> tuple[Any, Any]:
         """Weights on first use: building the source only checks the checkpoint."""
@@ -130,6 +192,8 @@ class RewardModelReward(RewardSource):
     def _score_flat(self, prompts: list[Any], responses: list[str]) -> list[float]:
         import torch
 
+        if self.pal:
+            return self._pal_score(prompts, responses)
         model, tokenizer = self._load()
         rows = [self.render(p, r) for p, r in zip(prompts, responses)]
         out: list[float] = []

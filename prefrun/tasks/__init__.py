@@ -15,5 +15,7 @@ TASKS = Registry(
         "prefrun.tasks.preference",
         "prefrun.tasks.evaluate",
         "prefrun.tasks.reward_model",
+        "prefrun.tasks.diffusion",
+        "prefrun.tasks.online",
     ),
 )

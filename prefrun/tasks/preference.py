@@ -106,7 +106,9 @@ class PreferenceTask:
         from prefrun.trainers.settings import TrainSettings
 
         check_settings(cfg)  # every numeric setting's range and type, before data, SFT or ranks
-        build_objective(cfg.objective)
+        objective = build_objective(cfg.objective)
+        if "old_logps" in objective.spec.inputs:  # the sampling policy's log-probs exist only for fresh samples
+            raise PrefrunError(f"objective={objective.name} samples from the policy: run it with task=online")
         TrainSettings.from_config(cfg)
         check_model_available(cfg.model)  # a hub model neither cached nor reachable fails now, in seconds
 

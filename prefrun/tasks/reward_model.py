@@ -3,13 +3,27 @@
     prefrun task=reward_model objective=bt                      # Bradley–Terry on the sort task's pairs
     prefrun task=reward_model objective=pl_rm                   # Plackett–Luce on its K = 8 lists
     prefrun task=reward_model objective=bt dataset=hh_rlhf dataset.path=hh.jsonl
+    prefrun task=reward_model objective=pal_b dataset=sort_plural     # PAL: one mixture per user
+    prefrun task=reward_model objective=pal_b dataset=sort_plural reward_model.from=<PAL run dir> \
+        reward_model.adapt_user=n00 reward_model.adapt_pairs=10       # a new user from 10 comparisons
 
 The objective must train a reward model (registered with ``trains="reward_model"``). Lists reach ``bt`` as
 pairs by ``dataset.pairs`` and ``pl_rm`` whole; unpaired feedback (KTO-style labels) holds no comparison and
 is refused. The model is saved in ``<run dir>/model`` as a one-output sequence-classification checkpoint,
 so ``reward=reward_model reward.path=<run dir>`` scores with it in any evaluator (and the online trainer).
 Evaluation (``reward_model.eval``): held-out pair accuracy, calibration (ECE) and, on lists of K > 2,
-Spearman's ρ with the oracle (synthetic tasks) or the lists' labels (``prefrun.evaluation.reward_model``).
+Spearman's ρ with the oracle (synthetic tasks) or the lists' labels (``prefrun.evaluation.reward_model``);
+on data with users, the accuracy of each user and its mean over seen and unseen users.
+
+PAL (``objective=pal_a|pal_b``, whose registration asks for a user-conditioned head) trains a head on the
+frozen SFT backbone's embeddings (``prefrun.trainers.pal``); every training record must name its user
+(``dataset.fields.user``). Its model dir holds the head, its user table and the backbone's path and width
+(``prefrun.models.pal``); the evaluation adds the purity of the learned mixtures against the true groups
+(records with a ``group``). New users: ``reward_model.from=<PAL run dir>`` loads that run's head (on this
+run's backbone, which must be as wide), ``reward_model.adapt_user`` names the new users (an id, a list, or
+``new``: every user of the data the model has not seen), and only their mixture logits train, on their first
+``adapt_pairs`` comparisons (the dataset's adaptation pool, or their training records), for
+``adapt_steps`` steps at ``adapt_lr``; they are evaluated on their held-out comparisons.
 """
 
 from __future__ import annotations
@@ -22,8 +36,10 @@ from omegaconf import DictConfig
 
 from prefrun.errors import PrefrunError
 from prefrun.objectives.config import build_objective
+from prefrun.objectives.pal import is_user_conditioned
 from prefrun.tasks import TASKS
 from prefrun.tasks.base import RunContext
+from prefrun.tasks.reward_model_pal import adapt_settings, check_users
 from prefrun.tasks.steps import sft_reference
 
 log = logging.getLogger("prefrun")
@@ -68,8 +84,9 @@ class RewardModelTask:
         from prefrun.trainers.settings import TrainSettings
 
         check_settings(cfg)  # every numeric setting's range and type, before data, SFT or ranks
-        build_objective(cfg.objective, trains="reward_model")
+        objective = build_objective(cfg.objective, trains="reward_model")
         TrainSettings.from_config(cfg)
+        adapt_settings(cfg, objective)  # reward_model.from / adapt_user: a PAL objective and a PAL run
         if cfg.curriculum.name != "none":
             raise PrefrunError(
                 f"curriculum={cfg.curriculum.name} orders policy training; task=reward_model trains on the data as "
@@ -88,7 +105,9 @@ class RewardModelTask:
 
         objective = build_objective(cfg.objective, trains="reward_model")
         data = build_data(cfg.dataset, cfg.seed)
-        training_records(cfg, objective, data)
+        records = training_records(cfg, objective, data)
+        if is_user_conditioned(objective) and adapt_settings(cfg, objective) is None:
+            check_users(records, cfg.dataset.name)  # before the SFT, not after it
         base = base_model_path(cfg.model, data.words, Path(cfg.paths.cache_dir) / "models")
         sft_reference(cfg, data, base, from_saved_policy=saved_policy_dir(cfg.model.get("path") or ".") is not None)
 
@@ -100,6 +119,10 @@ class RewardModelTask:
 
         objective = build_objective(cfg.objective, trains="reward_model")
         settings = TrainSettings.from_config(cfg)
+        if is_user_conditioned(objective):
+            from prefrun.tasks.reward_model_pal import run_pal
+
+            return run_pal(cfg, ctx, objective, settings, training_records, rm_eval_settings(cfg))
         with ctx.stage("build_s"):
             data = build_data(cfg.dataset, cfg.seed, eval_split=cfg.eval.get("split", "test"))
             records = training_records(cfg, objective, data)
@@ -122,6 +145,7 @@ class RewardModelTask:
                 saved_model = {"path": str(path), "bytes": directory_size(path)}
         with ctx.stage("eval_s"):
             metrics = evaluate_reward_model(cfg, model, tokenizer, data, held_out, ctx.device)
+            per_user = metrics.pop("user_accuracy", None)  # a table, kept out of the flat eval figures
         from prefrun.evaluation.reward_model import summary_rows
 
         return {
@@ -134,6 +158,7 @@ class RewardModelTask:
             "eval": {f"reward_model/{k}": v for k, v in metrics.items()},
             "eval_rows": [[label, "", value] for label, value in summary_rows(metrics)],
             "training": stats,
+            **({"users": {u: {"accuracy": a} for u, a in per_user.items()}} if per_user else {}),
         }
 
     @staticmethod
@@ -173,11 +198,13 @@ def evaluate_reward_model(
     if data.reward_fn is not None:  # a synthetic task: rank correlation with its oracle
         truth = [[data.reward_fn(r["prompt"], y) for y in r["responses"]] for r in records]
         truth_name = "oracle"
-    return reward_model_metrics(
-        rewards,
-        records,
-        pairs=str(cfg.dataset.get("pairs", "best_worst")),
-        truth=truth,
-        truth_name=truth_name,
-        bins=settings["bins"],
+    pairs = str(cfg.dataset.get("pairs", "best_worst"))
+    metrics = reward_model_metrics(
+        rewards, records, pairs=pairs, truth=truth, truth_name=truth_name, bins=settings["bins"]
     )
+    if any(r.get("user") is not None for r in records):  # pluralistic data: one reward for every user
+        from prefrun.evaluation.reward_model import per_user_metrics
+
+        seen = {str(r["user"]) for r in data.train if r.get("user") is not None}
+        metrics.update(per_user_metrics(rewards, records, {"seen": seen}, pairs=pairs))
+    return metrics

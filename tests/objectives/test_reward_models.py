@@ -20,7 +20,7 @@ def logsigmoid(x: float) -> float:
 
 
 def test_reward_model_objectives_are_registered_apart_from_policy_ones():
-    assert available_objectives("reward_model") == ["bt", "pl_rm"]
+    assert available_objectives("reward_model") == ["bt", "pal_a", "pal_b", "pl_rm"]
     assert "bt" not in available_objectives() and "dpo" in available_objectives()
     assert get_spec("bt").trains == "reward_model" and get_spec("dpo").trains == "policy"
     assert get_spec("bt").data == "pairwise" and get_spec("pl_rm").data == "list"
@@ -46,7 +46,7 @@ def test_each_kind_is_called_its_own_way():
         (
             "dpo",
             "reward_model",
-            "objective=dpo trains a policy; task=reward_model needs a reward-model objective: objective=<bt|pl_rm>",
+            "objective=dpo trains a policy; task=reward_model needs a reward-model objective: objective=<bt|pal_a|pal_b|pl_rm>",
         ),
     ],
 )

@@ -95,7 +95,7 @@ def test_the_reward_model_run_feeds_another_runs_reward_evaluator(rm_run):
     [
         (
             ["task=reward_model", "objective=dpo", "dataset.train_prompts=8"],
-            "objective=dpo trains a policy; task=reward_model needs a reward-model objective: objective=<bt|pl_rm>",
+            "objective=dpo trains a policy; task=reward_model needs a reward-model objective: objective=<bt|pal_a|pal_b|pl_rm>",
         ),
         (
             ["objective=bt", "dataset.train_prompts=8"],
