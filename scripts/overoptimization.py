@@ -72,14 +72,14 @@ def expected_best_of_n(rank_by: list[float], value: list[float], n: int, rng: ra
 
 def policy_samples(seed: int, prompts: int, n_max: int, extra: list[str]) -> tuple[list[str], list[list[str]], Any]:
     """``n_max`` samples of each of the first ``prompts`` held-out prompts from the cached SFT policy."""
-    from hydra import compose, initialize_config_module
+    from hydra import compose, initialize_config_dir
 
     from prefrun.data.sources import build_data
     from prefrun.generation import encode_prompts, sample, settings_from_config
     from prefrun.models.loading import base_model_path, load_model, load_tokenizer
     from prefrun.tasks.steps import sft_reference
 
-    with initialize_config_module("prefrun.conf", version_base="1.3"):
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("config", overrides=[f"seed={seed}", "logger=none", *extra])
     data = build_data(cfg.dataset, cfg.seed, eval_split="test")
     base = base_model_path(cfg.model, data.words, Path(cfg.paths.cache_dir) / "models")

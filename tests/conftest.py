@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -18,6 +19,17 @@ MICRO = {
     "max_position_embeddings": 256,
     "init_seed": 0,
 }
+
+
+CONF = str(Path(__file__).resolve().parents[1] / "prefrun" / "conf")
+
+
+def compose_cfg(tmp: Path, *overrides: str):
+    """The config ``prefrun <overrides>`` composes, with outputs and caches under ``tmp``."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(CONF, version_base="1.3"):
+        return compose("config", overrides=[f"paths.output_dir={tmp}/out", f"paths.cache_dir={tmp}/cache", *overrides])
 
 
 # CLI overrides of a fast run on a micro model (2-layer, 32-wide), shared by the multi-process and resume tests.

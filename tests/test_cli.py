@@ -101,17 +101,13 @@ def _bad_input_args(case: str, tmp_path: Path) -> tuple[list[str], list[str]]:
 @pytest.mark.parametrize("case", list(BAD_INPUTS), ids=list(BAD_INPUTS))
 def test_bad_input_is_one_line_that_names_it(tmp_path, case):
     """In process (the runner raises the PrefrunError the command line prints): each case names what is wrong."""
-    from hydra import compose, initialize_config_dir
+    from conftest import compose_cfg
 
     from prefrun.errors import PrefrunError
     from prefrun.runner import run
 
     args, needles = _bad_input_args(case, tmp_path)
-    with initialize_config_dir(str(Path(__file__).resolve().parents[1] / "conf"), version_base="1.3"):
-        cfg = compose(
-            "config",
-            overrides=[f"paths.output_dir={tmp_path}/out", f"paths.cache_dir={tmp_path}/cache", "logger=none", *args],
-        )
+    cfg = compose_cfg(tmp_path, "logger=none", *args)
     with pytest.raises(PrefrunError) as error:
         run(cfg, tmp_path / "out" / "run", overrides=args)
     message = str(error.value)

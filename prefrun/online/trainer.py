@@ -111,7 +111,7 @@ def train_online(
     from prefrun.models.loading import load_model, load_model_and_tokenizer, lora_config
     from prefrun.results.metrics_log import MetricsFile, MetricsFileCallback
     from prefrun.results.progress import attach_progress
-    from prefrun.runtime.checkpoints import checkpoint_step, last_complete_checkpoint, preemption_callback
+    from prefrun.runtime.checkpoints import checkpoint_step, last_complete_checkpoint, train_resumable
     from prefrun.runtime.distributed import is_main_process
     from prefrun.trainers.settings import dpo_config
 
@@ -146,10 +146,7 @@ def train_online(
         callbacks=[MetricsFileCallback(metrics, "train", main_process)],
     )
     attach_progress(trainer, "train")
-    preemption = preemption_callback()
-    trainer.add_callback(preemption)
-    trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
-    preemption.exit_if_preempted()
+    train_resumable(trainer, resume_from)
     stats = {
         "steps": trainer.state.global_step,
         "policy_forwards": trainer.policy_forwards,

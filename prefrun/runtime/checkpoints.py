@@ -185,6 +185,15 @@ class _Preemption:
             sys.exit(PREEMPT_EXIT_CODE)
 
 
+def train_resumable(trainer: Any, resume_from: str | Path | None) -> None:
+    """``trainer.train()`` from ``resume_from`` (a checkpoint directory; None: from the start), checkpointing
+    and exiting on SIGTERM/SIGUSR1/SIGINT (``_Preemption``): how every prefrun trainer trains."""
+    preemption = preemption_callback()
+    trainer.add_callback(preemption)
+    trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    preemption.exit_if_preempted()
+
+
 def preemption_callback() -> Any:
     """A TrainerCallback doing what ``_Preemption`` says."""
     from transformers import TrainerCallback

@@ -220,7 +220,7 @@ def _train(cfg: DictConfig, objective: Any, data: Any, ref_path: Path, scheduler
     from prefrun.diffusion.trainer import DiffusionTrainer, PairDataset, training_arguments
     from prefrun.results.metrics_log import MetricsFile, MetricsFileCallback
     from prefrun.results.progress import attach_progress
-    from prefrun.runtime.checkpoints import last_complete_checkpoint, preemption_callback
+    from prefrun.runtime.checkpoints import last_complete_checkpoint, train_resumable
     from prefrun.trainers.settings import TrainSettings
 
     settings = TrainSettings.from_config(cfg)
@@ -243,11 +243,8 @@ def _train(cfg: DictConfig, objective: Any, data: Any, ref_path: Path, scheduler
         callbacks=[MetricsFileCallback(MetricsFile(ctx.run_dir / "metrics.jsonl"), "train", ctx.main_process)],
     )
     attach_progress(trainer, "train")
-    preemption = preemption_callback()
-    trainer.add_callback(preemption)
     resume_from = last_complete_checkpoint(args.output_dir) if settings.resume else None
-    trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
-    preemption.exit_if_preempted()
+    train_resumable(trainer, resume_from)
     history = trainer.state.log_history
     stats = {
         "pairs": len(data.train),

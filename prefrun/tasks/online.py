@@ -28,7 +28,7 @@ from prefrun.errors import PrefrunError
 from prefrun.objectives.config import build_objective
 from prefrun.tasks import TASKS
 from prefrun.tasks.base import RunContext
-from prefrun.tasks.steps import evaluate_policy, flat_metrics, sft_reference
+from prefrun.tasks.steps import flat_metrics, save_and_evaluate, sft_reference
 
 log = logging.getLogger("prefrun")
 
@@ -112,8 +112,6 @@ class OnlineTask:
         from prefrun.online.trainer import train_online
         from prefrun.results.metrics_log import training_summary
         from prefrun.rewards import RewardContext, build_reward
-        from prefrun.tasks.preference import save_trained
-        from prefrun.trainers.preference import merged
         from prefrun.trainers.settings import TrainSettings
 
         objective = build_objective(cfg.objective)
@@ -159,21 +157,9 @@ class OnlineTask:
             policy, tokenizer, stats = train_online(
                 settings, objective, rounds, reference_path, ctx.run_dir, ctx.device
             )
-        saved_model = None
-        if cfg.run.save_model:
-            with ctx.stage("save_s"):
-                saved_model = save_trained(policy, tokenizer, ctx)
-        policy = merged(policy).to(ctx.device).eval()
-        with ctx.stage("eval_s"):
-            per_evaluator, rows = evaluate_policy(
-                cfg,
-                policy=policy,
-                tokenizer=tokenizer,
-                reference_path=reference_path,
-                data=data,
-                objective=objective,
-                device=ctx.device,
-            )
+        saved_model, per_evaluator, rows = save_and_evaluate(
+            cfg, ctx, policy, tokenizer, reference_path=reference_path, data=data, objective=objective
+        )
         per_round = round_rows(ctx.run_dir / "metrics.jsonl")
         figure = plot_rounds(per_round, ctx.run_dir / "plots" / "online.png") if ctx.main_process else None
         return {

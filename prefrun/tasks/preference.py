@@ -15,7 +15,7 @@ from prefrun.errors import PrefrunError
 from prefrun.objectives.config import build_objective
 from prefrun.tasks import TASKS
 from prefrun.tasks.base import RunContext
-from prefrun.tasks.steps import evaluate_policy, flat_metrics, selected_evaluators, sft_reference
+from prefrun.tasks.steps import flat_metrics, save_and_evaluate, selected_evaluators, sft_reference
 
 log = logging.getLogger("prefrun")
 
@@ -163,23 +163,9 @@ class PreferenceTask:
                 )
         if baseline_cache is not None:
             stats = {**stats, "baseline_cache": baseline_cache}
-        saved_model = None
-        if cfg.run.save_model:
-            with ctx.stage("save_s"):
-                saved_model = save_trained(policy, tokenizer, ctx)
-        from prefrun.trainers.preference import merged
-
-        policy = merged(policy).to(ctx.device).eval()
-        with ctx.stage("eval_s"):
-            per_evaluator, rows = evaluate_policy(
-                cfg,
-                policy=policy,
-                tokenizer=tokenizer,
-                reference_path=reference_path,
-                data=data,
-                objective=objective,
-                device=ctx.device,
-            )
+        saved_model, per_evaluator, rows = save_and_evaluate(
+            cfg, ctx, policy, tokenizer, reference_path=reference_path, data=data, objective=objective
+        )
         return {
             "objective": objective.name if not curriculum else f"{objective.name}+{cfg.curriculum.name}",
             "hparams": dict(objective.hparams),
@@ -193,13 +179,3 @@ class PreferenceTask:
             "training_summary": training_summary(ctx.run_dir / "metrics.jsonl"),
             "data": data_report,
         }
-
-
-def save_trained(policy: Any, tokenizer: Any, ctx: RunContext) -> dict[str, Any] | None:
-    """The trained policy into ``model/`` (rank 0; the LoRA adapter alone under PEFT); its size for results."""
-    if not ctx.main_process:
-        return None
-    from prefrun.models.saving import directory_size, save_policy
-
-    path = save_policy(policy, tokenizer, ctx.run_dir)
-    return {"path": str(path), "bytes": directory_size(path), "adapter": hasattr(policy, "peft_config")}

@@ -130,6 +130,41 @@ def evaluate_policy(
     return metrics, rows
 
 
+def save_trained(policy: Any, tokenizer: Any, ctx: Any) -> dict[str, Any] | None:
+    """The trained policy into ``model/`` (rank 0; the LoRA adapter alone under PEFT); its size for results."""
+    if not ctx.main_process:
+        return None
+    from prefrun.models.saving import directory_size, save_policy
+
+    path = save_policy(policy, tokenizer, ctx.run_dir)
+    return {"path": str(path), "bytes": directory_size(path), "adapter": hasattr(policy, "peft_config")}
+
+
+def save_and_evaluate(
+    cfg: DictConfig, ctx: Any, policy: Any, tokenizer: Any, *, reference_path: str, data: Any, objective: Any
+) -> tuple[dict[str, Any] | None, dict[str, dict[str, Any]], dict[str, list[Any]]]:
+    """What every policy-training task does after training: save the policy (``run.save_model``), merge a LoRA
+    adapter, run the selected evaluators. Returns (saved model, {evaluator: metrics}, {evaluator: rows})."""
+    from prefrun.trainers.preference import merged
+
+    saved_model = None
+    if cfg.run.save_model:
+        with ctx.stage("save_s"):
+            saved_model = save_trained(policy, tokenizer, ctx)
+    policy = merged(policy).to(ctx.device).eval()
+    with ctx.stage("eval_s"):
+        per_evaluator, rows = evaluate_policy(
+            cfg,
+            policy=policy,
+            tokenizer=tokenizer,
+            reference_path=reference_path,
+            data=data,
+            objective=objective,
+            device=ctx.device,
+        )
+    return saved_model, per_evaluator, rows
+
+
 def flat_metrics(per_evaluator: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """One flat dict for results.json's ``eval``: the oracle's keys as they are, others under ``<evaluator>/``."""
     flat: dict[str, Any] = {}

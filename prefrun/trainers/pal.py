@@ -133,7 +133,7 @@ def _fit(
     """One Trainer run with prefrun's callbacks (metrics.jsonl, progress, preemption, resume)."""
     from prefrun.results.metrics_log import MetricsFile, MetricsFileCallback
     from prefrun.results.progress import attach_progress
-    from prefrun.runtime.checkpoints import last_complete_checkpoint, preemption_callback
+    from prefrun.runtime.checkpoints import last_complete_checkpoint, train_resumable
     from prefrun.runtime.distributed import is_main_process
     from prefrun.trainers.reward import reward_config
 
@@ -147,11 +147,8 @@ def _fit(
         callbacks=[MetricsFileCallback(MetricsFile(run_dir / "metrics.jsonl"), stage, is_main_process())],
     )
     attach_progress(trainer, stage)
-    preemption = preemption_callback()
-    trainer.add_callback(preemption)
     resume_from = last_complete_checkpoint(args.output_dir) if settings.resume else None
-    trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
-    preemption.exit_if_preempted()
+    train_resumable(trainer, resume_from)
     log = trainer.state.log_history
     return {
         "examples": len(dataset),

@@ -14,7 +14,7 @@ from prefrun.data.tokenize import tokenize_record
 from prefrun.objectives import Objective
 from prefrun.results.metrics_log import MetricsFile, MetricsFileCallback
 from prefrun.results.progress import attach_progress
-from prefrun.runtime.checkpoints import last_complete_checkpoint, preemption_callback
+from prefrun.runtime.checkpoints import last_complete_checkpoint, train_resumable
 from prefrun.runtime.distributed import is_main_process, rank0_first
 from prefrun.trainers.settings import TrainSettings, dpo_config
 
@@ -122,16 +122,13 @@ def train_preference(
             GradientEntanglementCallback(trainer, entanglement.every, entanglement.probe_size, entanglement.params)
         )
     # Checkpoint on SIGTERM/SIGUSR1; resume from the last complete checkpoint.
-    preemption = preemption_callback()
-    trainer.add_callback(preemption)
     resume_from = last_complete_checkpoint(args.output_dir) if s.resume else None
     try:
-        trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+        train_resumable(trainer, resume_from)
     except NonFiniteTraining as e:
         if stage == "train":
             raise
         raise NonFiniteTraining(f"{stage}: {e}") from None  # which curriculum stage diverged
-    preemption.exit_if_preempted()
     stats = {
         "examples": len(dataset),
         "world_size": trainer.accelerator.num_processes,  # processes that trained together

@@ -226,7 +226,7 @@ def train_reward_model(
     from prefrun.data.shared_prompt import use_shared_prompt
     from prefrun.results.metrics_log import MetricsFile, MetricsFileCallback
     from prefrun.results.progress import attach_progress
-    from prefrun.runtime.checkpoints import last_complete_checkpoint, preemption_callback
+    from prefrun.runtime.checkpoints import last_complete_checkpoint, train_resumable
     from prefrun.runtime.distributed import is_main_process
 
     s = settings
@@ -247,11 +247,8 @@ def train_reward_model(
         ],
     )
     attach_progress(trainer, "train")  # step/total, rate, ETA, loss, margin and accuracy
-    preemption = preemption_callback()
-    trainer.add_callback(preemption)
     resume_from = last_complete_checkpoint(args.output_dir) if s.resume else None
-    trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
-    preemption.exit_if_preempted()
+    train_resumable(trainer, resume_from)
     model = trainer.accelerator.unwrap_model(trainer.model).eval()
     setattr(
         model.config,

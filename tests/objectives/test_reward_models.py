@@ -46,7 +46,8 @@ def test_each_kind_is_called_its_own_way():
         (
             "dpo",
             "reward_model",
-            "objective=dpo trains a policy; task=reward_model needs a reward-model objective: objective=<bt|pal_a|pal_b|pl_rm>",
+            "objective=dpo trains a policy; task=reward_model needs a reward-model objective: "
+            "objective=<bt|pal_a|pal_b|pl_rm>",
         ),
     ],
 )

@@ -12,13 +12,12 @@ import time
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
+from conftest import compose_cfg
 
 from prefrun.errors import PrefrunError
 from prefrun.runner import run, summary_table
 from prefrun.runtime.checkpoints import last_complete_checkpoint
 
-CONF = str(Path(__file__).resolve().parents[2] / "prefrun" / "conf")
 REWARDS = str(Path(__file__).resolve().parents[1] / "online")  # online_rewards.py, for reward=python
 # Six steps in two rounds of three (steps 1–3 and 4–6), a checkpoint every two: a kill after checkpoint-2 or -4
 # falls inside a round, so the resumed run must train on that round's saved samples, not fresh ones.
@@ -43,11 +42,6 @@ RUN = [
     "reward=python",
     "reward.fn=online_rewards:distinct_words",  # a random model's answers all score 0 with the oracle: ties
 ]
-
-
-def compose_cfg(tmp: Path, *overrides: str):
-    with initialize_config_dir(CONF, version_base="1.3"):
-        return compose("config", overrides=[f"paths.output_dir={tmp}/out", f"paths.cache_dir={tmp}/cache", *overrides])
 
 
 def _lines(run_dir: Path) -> list[dict]:

@@ -7,12 +7,11 @@ import json
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
+from conftest import compose_cfg
 
 from prefrun.errors import PrefrunError
 from prefrun.runner import run, summary_table
 
-CONF = str(Path(__file__).resolve().parents[2] / "conf")
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 MICRO = [
     "logger=none",
@@ -26,11 +25,6 @@ MICRO = [
     "train.batch_size=8",
     "train.logging_steps=1",
 ]
-
-
-def compose_cfg(tmp: Path, *overrides: str):
-    with initialize_config_dir(CONF, version_base="1.3"):
-        return compose("config", overrides=[f"paths.output_dir={tmp}/out", f"paths.cache_dir={tmp}/cache", *overrides])
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +89,8 @@ def test_the_reward_model_run_feeds_another_runs_reward_evaluator(rm_run):
     [
         (
             ["task=reward_model", "objective=dpo", "dataset.train_prompts=8"],
-            "objective=dpo trains a policy; task=reward_model needs a reward-model objective: objective=<bt|pal_a|pal_b|pl_rm>",
+            "objective=dpo trains a policy; task=reward_model needs a reward-model objective: "
+            "objective=<bt|pal_a|pal_b|pl_rm>",
         ),
         (
             ["objective=bt", "dataset.train_prompts=8"],

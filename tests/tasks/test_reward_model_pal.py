@@ -7,12 +7,11 @@ import json
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
+from conftest import compose_cfg
 
 from prefrun.errors import PrefrunError
 from prefrun.runner import run, summary_table
 
-CONF = str(Path(__file__).resolve().parents[2] / "conf")
 MICRO = [
     "logger=none",
     "model.hidden_size=32",
@@ -30,11 +29,6 @@ PLURAL = [
     "dataset.eval_pairs_per_user=4",
     "dataset.sft_records=16",
 ]
-
-
-def compose_cfg(tmp: Path, *overrides: str):
-    with initialize_config_dir(CONF, version_base="1.3"):
-        return compose("config", overrides=[f"paths.output_dir={tmp}/out", f"paths.cache_dir={tmp}/cache", *overrides])
 
 
 @pytest.fixture(scope="module")

@@ -40,7 +40,7 @@ def _records(n: int, k: int, seed: int = 0) -> list[dict]:
 
 
 def _dataset(records: list[dict], tokenizer) -> Dataset:
-    extras = ("scores", "labels", "baseline_logps")
+    extras = ("scores", "labels", "baseline_logps", "old_logps")
     return Dataset.from_list(
         [{**tokenize_record(r, tokenizer, 64, 64), **{k: r[k] for k in extras if k in r}} for r in records]
     )
@@ -102,6 +102,14 @@ def test_few_steps_lower_the_objective_loss_on_a_fixed_batch(micro_model_dir, tm
         records = _records(BATCH, 2 if spec.data == "pairwise" else 4)
     if "baseline_logps" in spec.inputs:  # PoFT: frozen aligned models' per-token log-probs of each response
         records = [{**r, "baseline_logps": [-1.0] * len(r["responses"])} for r in records]
+    if "old_logps" in spec.inputs:  # online objectives: the samples' log-probs under the policy that drew them
+        from transformers import AutoModelForCausalLM
+
+        from prefrun.lm.logprobs import score_rows
+
+        sampler = AutoModelForCausalLM.from_pretrained(micro_model_dir)
+        old, _ = score_rows(sampler, list(_dataset(records, tokenizer)))
+        records = [{**r, "old_logps": o} for r, o in zip(records, old)]
     trainer = _trainer(micro_model_dir, tmp_path, get_objective(name), _dataset(records, tokenizer))
     before = _batch_loss(trainer)
     trainer.train()
