@@ -125,7 +125,8 @@ def test_mean_pooled_embeddings_do_not_depend_on_batching_or_padding(micro_model
         with torch.no_grad():
             hidden = model.model(input_ids=torch.tensor([ids])).last_hidden_state[0]
         np.testing.assert_allclose(row, hidden.mean(0).numpy(), rtol=1e-5, atol=1e-6)
-    np.testing.assert_array_equal(batched[0], batched[3])
+    # The same prompt in a batch of 3 and alone: equal up to float rounding of differently shaped matmuls.
+    np.testing.assert_allclose(batched[0], batched[3], rtol=1e-6, atol=1e-7)
 
 
 def _unpaired_dataset(tokenizer, n: int = 12):
