@@ -53,13 +53,23 @@ def train_proxy(prompts: int, seed: int, steps: int, extra: list[str]) -> Path:
         "logger=none",
         *extra,
     ]
-    print("+", " ".join(cmd[2:]), flush=True)
-    subprocess.run(cmd, check=True, cwd=ROOT)
-    hits = sorted((ROOT / "outputs" / name).rglob("results.json"), key=lambda p: p.stat().st_mtime)
-    runs = [p.parent for p in hits if json.loads(p.read_text()).get("seed") == seed]
+
+    def finished() -> list[Path]:
+        hits = sorted((ROOT / "outputs" / name).rglob("results.json"), key=lambda p: p.stat().st_mtime)
+        wanted = {"seed": seed, "steps": steps}
+        return [p.parent for p in hits if _run_key(json.loads(p.read_text())) == wanted]
+
+    if not finished() or extra:  # a finished proxy of this seed and size is reused (extra overrides: retrain)
+        print("+", " ".join(cmd[2:]), flush=True)
+        subprocess.run([*cmd, "run.overwrite=true"] if extra else cmd, check=True, cwd=ROOT)
+    runs = finished()
     if not runs:
         raise SystemExit(f"no finished proxy run for seed {seed} under outputs/{name}")
     return runs[-1]
+
+
+def _run_key(results: dict) -> dict:
+    return {"seed": results.get("seed"), "steps": (results.get("train") or {}).get("steps")}
 
 
 def expected_best_of_n(rank_by: list[float], value: list[float], n: int, rng: random.Random) -> float:
