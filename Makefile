@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # a multi-GB CUDA build. GPU users: install your torch first, then `pip install -e .`.
 TORCH_PIN ?= torch==2.13.0
 
-.PHONY: setup run test lint bench bench-online gpu-check gpu-wheels repro-lipo repro-curry repro-zoo repro-overopt repro-diffusion repro-pal clean
+.PHONY: setup run test lint bench bench-online gpu-check gpu-wheels repro-lipo repro-curry repro-zoo repro-overopt repro-diffusion repro-pal repro-online clean
 
 $(BIN)/prefrun: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -70,7 +70,7 @@ repro-zoo: setup
 
 # Diffusion-DPO, MaPO and the SFT baseline on blobs with the tiny UNet, 3 seeds each, one run at a time (one
 # thread each: the tiny UNet's kernels are too small to share); then a β point each side of 5000 (seed 0).
-DIFFUSION_RUN = $(BIN)/prefrun task=diffusion experiment_name=repro_diffusion train.lr=1e-5 hardware.threads=1 logger=none
+DIFFUSION_RUN = $(BIN)/prefrun task=diffusion experiment_name=repro_diffusion hardware.threads=1 logger=none
 repro-diffusion: setup
 	for seed in 0 1 2; do for objective in diffusion_dpo mapo diffusion_sft; do \
 		$(DIFFUSION_RUN) objective=$$objective seed=$$seed || exit 1; done; done
@@ -86,6 +86,13 @@ repro-overopt: setup
 # (scripts/pal_study.py): outputs/pal_study/pal_study.json.
 repro-pal: setup
 	OMP_NUM_THREADS=1 $(BIN)/python scripts/pal_study.py $(ARGS)
+
+# Online vs offline (conf/experiment/online_vs_offline.yaml): a bt reward model for the proxy arm first, then every arm's
+# β on validation and 3 seeds on test (scripts/repro.py): outputs/online_vs_offline/{plots,...}, prefrun-compare table.
+repro-online: setup
+	test -f outputs/online_vs_offline_rm/results.json || $(BIN)/prefrun task=reward_model objective=bt \
+		dataset.train_prompts=1600 logger=none hydra.run.dir=outputs/online_vs_offline_rm
+	$(BIN)/python scripts/repro.py online_vs_offline logger=none hardware.threads=1
 
 clean:
 	rm -rf outputs/* .pytest_cache

@@ -69,7 +69,7 @@ def main() -> None:
             add(f"K_p={k}: new users, no adaptation (mean mixture)", ev["reward_model/unseen_user_accuracy"])
         base = OUT / f"k2/seed={seed}"
         for n in args.pairs:
-            adapt = [f"reward_model.from={base}", "reward_model.adapt_user=new", f"reward_model.adapt_pairs={n}"]
+            adapt = [f"reward_model.from='{base}'", "reward_model.adapt_user=new", f"reward_model.adapt_pairs={n}"]
             r = run_one(f"k2_adapt{n}/seed={seed}", [*common, *adapt, f"seed={seed}"])
             add(f"K_p=2: new users adapted from N={n}", r["eval"]["reward_model/adapted_user_accuracy"])
             add(f"K_p=2: new users' purity, N={n}", r["eval"]["reward_model/adapted_purity"])
