@@ -1,7 +1,7 @@
 """Tournaments: pairwise matches between players (runs, decoders) pooled into Bradley–Terry ratings.
 
 **The fit** (``rate``) is FastChat's maximum-likelihood Elo (``fastchat/serve/monitor/elo_analysis.py``,
-``compute_mle_elo``; Chiang et al. 2024, arXiv 2403.04132, §5). Each match (a, b, o) has an outcome
+``compute_mle_elo``; Chiang et al. 2024, Chatbot Arena, arXiv 2403.04132). Each match (a, b, o) has an outcome
 o ∈ [0, 1]: 1 when a wins, 0 when b wins, ½ for a tie (FastChat counts a tie as half a win each way; a
 judge's probability that a wins is also accepted). With natural log-odds strengths r,
 
@@ -9,11 +9,12 @@ judge's probability that a wins is also accepted). With natural log-odds strengt
 
 and Elo_i = 400 · r_i / ln 10 + 1000 (FastChat's 400·log10 scale; a 400-point gap is 10:1 odds). The
 ratings are anchored so that their mean is 1000, or, with ``anchor=<player>``, so that player is at 1000
-(FastChat pins a named baseline model the same way). FastChat solves the unpenalised problem by logistic regression; prefrun solves it by Newton's method on the
-pair counts, with a weak Gaussian prior r_i ~ N(0, 1/(2·l2)): ``l2`` = 0.01 is a prior sd of about 1230 Elo.
-It keeps ratings finite when a player wins, or loses, every match it plays (the MLE is then at infinity,
-FastChat's L-BFGS stops at its iteration cap, and one such player drags the mean anchor, and so every
-rating, with it); with hundreds of matches it moves ratings by a few Elo. ``l2=0`` is the exact MLE.
+(FastChat pins a named baseline model the same way). FastChat solves the unpenalised problem by
+logistic regression; prefrun solves it by Newton's method on the pair counts, with a weak Gaussian prior
+r_i ~ N(0, 1/(2·l2)): ``l2`` = 0.01 is a prior sd of about 1230 Elo. It keeps ratings finite when a
+player wins, or loses, every match it plays (the MLE is then at infinity, FastChat's L-BFGS stops at its
+iteration cap, and one such player drags the mean anchor, and so every rating, with it); with hundreds of
+matches it moves ratings by a few Elo. ``l2=0`` is the exact MLE.
 
 **Intervals**: percentile bootstrap over matches (FastChat's ``get_bootstrap_result``): ``bootstrap``
 resamples of the match list with replacement (multinomial counts), each refitted and anchored the same
@@ -121,19 +122,29 @@ def fit_strengths(
     incidence = np.zeros((len(pairs), n))
     incidence[np.arange(len(pairs)), pairs[:, 0]] = 1.0
     incidence[np.arange(len(pairs)), pairs[:, 1]] = -1.0
+    outer = (incidence[:, :, None] * incidence[:, None, :]).reshape(len(pairs), n * n)  # a_p a_pᵀ per pair
     fixed = 2.0 * l2 * np.eye(n) + np.ones((n, n)) / n + 1e-12 * np.eye(n)
     r = np.zeros((wins.shape[0], n)) + (0.0 if start is None else start)
     for _ in range(MAX_STEPS):
         p = 1.0 / (1.0 + np.exp(-(r @ incidence.T)))  # [B, P] P(i ≻ j)
         grad = (wins - counts * p) @ incidence - 2.0 * l2 * r
         curvature = counts * p * (1.0 - p)
-        hess = (incidence.T[None] * curvature[:, None, :]) @ incidence + fixed  # negative Hessian
+        hess = (curvature @ outer).reshape(-1, n, n) + fixed  # the negative Hessian: one GEMM for all rows
         step = np.clip(np.linalg.solve(hess, grad[..., None])[..., 0], -MAX_STEP, MAX_STEP)
         r += step
         r -= r.mean(axis=1, keepdims=True)
         if np.abs(step).max() < 1e-10:
             break
     return r
+
+
+def _resamples(n_matches: int, groups: Sequence[object] | None, bootstrap: int, rng: np.random.Generator) -> np.ndarray:
+    """[bootstrap, n_matches] multiplicities of each match: matches, or whole groups, drawn with replacement."""
+    labels, cluster = (None, None) if groups is None else np.unique(np.asarray(groups, dtype=str), return_inverse=True)
+    k = n_matches if groups is None else len(labels)
+    draws = rng.integers(0, k, (bootstrap, k)) + k * np.arange(bootstrap)[:, None]  # k draws per resample
+    counts = np.bincount(draws.ravel(), minlength=bootstrap * k).reshape(bootstrap, k).astype(float)
+    return counts if groups is None else counts[:, cluster]
 
 
 def rate(
@@ -145,7 +156,7 @@ def rate(
     l2: float = L2,
     groups: Sequence[object] | None = None,
 ) -> dict[str, tuple[float, float, float]]:
-    """{player: (Elo rating, 95% low, 95% high)} of the Bradley–Terry MLE over ``matches`` (module docstring)."""
+    """{player: (Elo rating, 95% low, 95% high)} of the Bradley–Terry fit over ``matches`` (module docstring)."""
     players, pairs, pair_index, share = _encode(matches)
     n = len(players)
     if l2 <= 0 and not _connected(n, pairs):
@@ -154,6 +165,8 @@ def rate(
         raise PrefrunError(f"tournament: anchor={anchor!r} plays no match; choose one of {', '.join(players)}")
     if bootstrap < 0:
         raise PrefrunError(f"tournament: bootstrap={bootstrap} must be ≥ 0 (resamples for the intervals)")
+    if groups is not None and len(groups) != len(share):
+        raise PrefrunError(f"tournament: groups has {len(groups)} labels for {len(share)} matches; give one each")
     onehot = np.zeros((len(share), len(pairs)))
     onehot[np.arange(len(share)), pair_index] = 1.0
 
@@ -168,15 +181,7 @@ def rate(
     point = point[0]
     low = high = np.full(n, math.nan)
     if bootstrap:
-        rng = np.random.default_rng(seed)
-        if groups is None:
-            weights = rng.multinomial(len(share), np.full(len(share), 1.0 / len(share)), size=bootstrap)
-        else:
-            if len(groups) != len(share):
-                raise PrefrunError(f"tournament: groups has {len(groups)} labels for {len(share)} matches; give one each")
-            labels, cluster = np.unique(np.asarray(groups, dtype=str), return_inverse=True)
-            weights = rng.multinomial(len(labels), np.full(len(labels), 1.0 / len(labels)), size=bootstrap)[:, cluster]
-        weights = weights.astype(float)
+        weights = _resamples(len(share), groups, bootstrap, np.random.default_rng(seed))
         low, high = np.percentile(elo(weights, strengths[0])[0], [2.5, 97.5], axis=0)
     return {p: (float(point[k]), float(low[k]), float(high[k])) for k, p in enumerate(players)}
 

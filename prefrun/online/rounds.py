@@ -193,6 +193,7 @@ class Rounds:
         seed: int = 0,
         max_prompt_len: int = 128,
         refresh_reference: bool = False,
+        preferences: bool = False,
     ):
         if not prompts:
             raise PrefrunError("task=online needs training prompts; the dataset gave none")
@@ -204,6 +205,7 @@ class Rounds:
         self.min_k, self.with_reference = min_k, with_reference
         self.per_step, self.steps_per_round = prompts_per_step, steps_per_round
         self.refresh_reference = refresh_reference
+        self.preferences = preferences  # also ask the reward source for P(i ≻ j) of every two samples
         self.store, self.metrics, self.seed, self.max_prompt_len = RoundStore(directory), metrics, seed, max_prompt_len
         self.order = list(range(len(self.prompts)))
         random.Random(seed).shuffle(self.order)
@@ -254,6 +256,7 @@ class Rounds:
         samples = io.sample(prompt_ids, dataclasses.replace(self.sampling, seed=self.seed * 100_003 + index))
         sampled = time.perf_counter()
         scores, errors = score_safely(self.reward, prompts, samples.texts)
+        prefs = self.reward.prefer(prompts, samples.texts).tolist() if self.preferences else None
         scored = time.perf_counter()
         sft = io.reference_logps(
             [{"prompt_ids": p, "response_ids": ids} for p, ids in zip(prompt_ids, samples.token_ids)]
@@ -272,6 +275,7 @@ class Rounds:
                 "old_logps": [float(x) for x in old[b]],
                 "ref_logps": [float(x) for x in ref[b]],
                 **({"sft_logps": [float(x) for x in sft[b]]} if self.refresh_reference else {}),
+                **({"prefs": prefs[b]} if prefs else {}),  # every prompt has online.k samples: no padding
             }
             for b, (prompt, ids) in enumerate(zip(prompts, prompt_ids))
         ]

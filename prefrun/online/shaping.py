@@ -1,8 +1,9 @@
 """A round's samples → the records an objective trains on; what carries no preference is dropped and counted.
 
 A round row (one prompt): ``prompt_ids``, ``token_ids[K]``, ``scores[K]`` (None: unscorable), ``old_logps[K]``
-and ``ref_logps[K]`` (summed log-probs of the sampling policy and of the reference). Unscorable samples leave
-the list first. Then, by ``online.pairs``:
+and ``ref_logps[K]`` (summed log-probs of the sampling policy and of the reference), and ``prefs[K][K]`` when the
+objective takes the reward source's preference probabilities (iREPO's ``p_chosen``: P(w ≻ l) of each pair, e.g.
+the share of M annotators' votes). Unscorable samples leave the list first. Then, by ``online.pairs``:
 
     best_worst   the first best sample against the first worst one      (one pair per prompt)
     all          every two samples, the better one first               (up to K(K−1)/2 pairs per prompt)
@@ -75,6 +76,7 @@ def shape_row(row: dict[str, Any], shape: str, *, with_reference: bool, min_k: i
             "prompt_ids": list(row["prompt_ids"]),
             "response_ids": [list(row["token_ids"][k]) for k in group],
             **{name: [float(row[name][k]) for k in group] for name in fields},
+            **({"p_chosen": float(row["prefs"][group[0]][group[1]])} if "prefs" in row and shape != "list" else {}),
         }
         for group in groups
     ]

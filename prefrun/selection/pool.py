@@ -54,7 +54,7 @@ def check_text_mode(text: str) -> None:
 
 
 def record_shape(record: Record) -> str:
-    """"chat" for a message-list prompt, else "text"."""
+    """ "chat" for a message-list prompt, else "text"."""
     return "chat" if isinstance(record.get("prompt"), list | tuple) else "text"
 
 
@@ -70,23 +70,32 @@ def check_same_shape(pool: Sequence[Record], target: Sequence[Record], target_na
         )
 
 
-def budget(n: int, k: int | None, fraction: float | None) -> int:
-    """How many of ``n`` records to keep: exactly one of ``k`` (a count) or ``fraction`` (of n, rounded down,
-    at least 1). A ``k`` above the pool's size is an error, not a silent keep-all: a sweep that asks for
-    more records than the data has would otherwise compare a selection with no selection."""
+def check_budget(k: int | None, fraction: float | None) -> None:
+    """Exactly one of ``k`` (a positive count) and ``fraction`` (in (0, 1]), or a one-line error."""
     if (k is None) == (fraction is None):
         raise PrefrunError("set exactly one of data.select.k (a count) and data.select.fraction (of the dataset)")
+    if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
+        raise PrefrunError(f"data.select.k={k!r} must be a positive integer")
+    if fraction is not None and (
+        isinstance(fraction, bool) or not isinstance(fraction, int | float) or not 0 < fraction <= 1
+    ):
+        raise PrefrunError(f"data.select.fraction={fraction!r} must be in (0, 1], e.g. data.select.fraction=0.2")
+
+
+def budget(n: int, k: int | None, fraction: float | None) -> int:
+    """How many of ``n`` records to keep: ``k``, or ``fraction`` of n (rounded down, at least 1).
+
+    A ``k`` above the pool's size is an error, not a silent keep-all: a sweep that asks for more records
+    than the data has would otherwise compare a selection with no selection.
+    """
+    check_budget(k, fraction)
     if n == 0:
         raise PrefrunError("data.select: the dataset has no records to select from")
     if k is not None:
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise PrefrunError(f"data.select.k={k!r} must be a positive integer")
         if k > n:
             raise PrefrunError(
                 f"data.select.k={k} but the dataset has only {n} records; lower data.select.k or use "
                 "data.select.fraction"
             )
         return k
-    if isinstance(fraction, bool) or not isinstance(fraction, int | float) or not 0 < fraction <= 1:
-        raise PrefrunError(f"data.select.fraction={fraction!r} must be in (0, 1], e.g. data.select.fraction=0.2")
     return max(1, int(fraction * n + 1e-9))  # 0.29 · 100 is 28.999…: count it as 29

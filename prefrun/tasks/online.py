@@ -47,13 +47,15 @@ def online_settings(cfg: DictConfig, objective: Any) -> tuple[Any, str]:
         )
     if spec.joint:
         raise PrefrunError(f"objective {spec.name} compares responses to different prompts; task=online has one")
-    unsupported = set(spec.inputs) - {"old_logps"}
+    unsupported = set(spec.inputs) - {"old_logps", "p_chosen"}  # p_chosen: the reward source's P(w ≻ l)
     if unsupported:
         raise PrefrunError(
             f"objective {spec.name} takes {', '.join(sorted(unsupported))}, which task=online does not supply; "
             "use an objective of pairs or lists"
         )
     shape = resolve_shape(str(settings.pairs), spec.data)
+    if "p_chosen" in spec.inputs and shape == "list":
+        raise PrefrunError(f"objective {spec.name} takes p_chosen of pairs; online.pairs=list gives lists")
     smallest = 2 if shape != "list" else spec.min_k
     if settings.k < smallest:
         what = "a pair" if shape != "list" else f"lists of at least {spec.min_k}"
@@ -147,6 +149,7 @@ class OnlineTask:
                 prompts_per_step=settings.batch_size,
                 steps_per_round=settings.steps // online.iterations if online.iterations else online.update_every,
                 refresh_reference=online.iterations is not None,
+                preferences="p_chosen" in objective.spec.inputs,  # iREPO: the annotators' vote shares
                 directory=ctx.run_dir / ROUND_DIR,
                 metrics=metrics,
                 seed=settings.seed,

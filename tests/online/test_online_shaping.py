@@ -62,3 +62,13 @@ def test_the_shape_follows_the_objective_and_a_pairwise_objective_refuses_lists(
         resolve_shape("list", "pairwise")
     with pytest.raises(PrefrunError, match="online.pairs='best' is unknown"):
         resolve_shape("best", "pairwise")
+
+
+def test_pairs_carry_the_reward_sources_preference_of_winner_over_loser_when_the_row_has_one():
+    row = _row([0.5, 1.0, 0.0]) | {"prefs": [[0.5, 0.2, 0.7], [0.8, 0.5, 0.9], [0.3, 0.1, 0.5]]}
+    (best_worst,), _ = shape_row(row, "best_worst", with_reference=True)
+    assert best_worst["p_chosen"] == 0.9  # P(sample 1 ≻ sample 2)
+    all_pairs, _ = shape_row(row, "all", with_reference=True)
+    assert sorted(r["p_chosen"] for r in all_pairs) == [0.7, 0.8, 0.9]
+    (as_list,), _ = shape_row(row, "list", with_reference=True)
+    assert "p_chosen" not in as_list  # a list objective reads its scores

@@ -97,3 +97,32 @@ def test_a_step_whose_lists_are_all_tied_changes_no_weight(tmp_path, micro_model
     assert all(torch.equal(value, start[name]) for name, value in policy.state_dict().items())
     rounds = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["online/skipped_steps"] for r in rounds if r["stage"] == "online"] == [2.0]
+
+
+@register("_online_pchosen_probe", data="pairwise", needs_reference=True)
+def _pchosen_probe(policy_logps, ref_logps, scores, mask, lengths, p_chosen=None, *, beta: float = 0.1):
+    """iREPO's shape of input: records what p_chosen it was given next to the pair's scores."""
+    SEEN.append({"scores": scores.detach().clone(), "p_chosen": p_chosen})
+    return ObjectiveOutput(-(beta * (policy_logps - ref_logps)[:, 0]).mean(), {})
+
+
+def test_an_objective_taking_p_chosen_gets_the_reward_sources_preference_of_each_pair(tmp_path, micro_model_dir):
+    settings = TrainSettings(
+        steps=2, batch_size=4, lr=1e-3, logging_steps=1, cache_dir=str(tmp_path / "cache"),
+        model=OmegaConf.create({"builtin": True, "attn_implementation": "sdpa", "dtype": "float32", "peft": None}),
+    )  # fmt: skip
+    reward = build_reward(OmegaConf.create({"name": "python", "fn": "online_rewards:distinct_words"}))
+
+    def rounds(tokenizer, metrics):
+        return Rounds(
+            prompts=eval_prompts(SortTask(), 8, seed=0), tokenizer=tokenizer, settings=OnlineSettings(k=3),
+            sampling=SamplingSettings(), reward=reward, shape="best_worst", min_k=2, with_reference=True,
+            prompts_per_step=4, steps_per_round=1, directory=tmp_path / "online", metrics=metrics, preferences=True,
+        )  # fmt: skip
+
+    SEEN.clear()
+    train_online(settings, get_objective("_online_pchosen_probe"), rounds, str(micro_model_dir), tmp_path, "cpu")
+    assert SEEN and all(s["p_chosen"] is not None for s in SEEN)
+    for seen in SEEN:  # a python reward's prefer is Bradley–Terry on its scores: σ(s_w − s_l)
+        expected = torch.sigmoid(seen["scores"][:, 0] - seen["scores"][:, 1])
+        torch.testing.assert_close(seen["p_chosen"].double(), expected.double(), atol=1e-6, rtol=0)
