@@ -4,6 +4,10 @@ reward=reward_model loads, new users adapted from a few comparisons, and the one
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -11,6 +15,7 @@ from conftest import compose_cfg
 
 from prefrun.errors import PrefrunError
 from prefrun.runner import run, summary_table
+from prefrun.runtime.checkpoints import last_complete_checkpoint
 
 MICRO = [
     "logger=none",
@@ -164,3 +169,38 @@ def test_bad_pal_input_is_one_line_and_nothing_looks_finished(pal_run, tmp_path,
     else:
         assert str(e.value) == expected
     assert not (tmp_path / "run" / "results.json").exists()
+
+
+
+@pytest.mark.slow
+def test_a_pal_run_killed_after_a_checkpoint_resumes_to_the_uninterrupted_figures(tmp_path):
+    steps = 24
+    overrides = ["task=reward_model", "objective=pal_b", f"train.steps={steps}", "run.checkpoint_steps=4"]
+    overrides += [*MICRO, *PLURAL]
+
+    def command(name: str) -> list[str]:
+        paths = [f"paths.output_dir={tmp_path}/out", f"paths.cache_dir={tmp_path}/cache"]
+        return [sys.executable, "-m", "prefrun", *paths, f"hydra.run.dir={tmp_path}/{name}", *overrides]
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    assert subprocess.run(command("uninterrupted"), capture_output=True, env=env, timeout=300).returncode == 0
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(command("killed"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and proc.poll() is None:
+        if last_complete_checkpoint(killed / "checkpoints") is not None:
+            break
+        time.sleep(0.01)
+    assert proc.poll() is None, "the run ended before it could be killed"
+    proc.kill()
+    proc.wait(timeout=60)
+    assert not (killed / "results.json").exists()
+    resumed = subprocess.run(command("killed"), capture_output=True, text=True, env=env, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resuming" in resumed.stdout + resumed.stderr
+    rows = [json.loads(line) for line in (killed / "metrics.jsonl").read_text().splitlines()]
+    logged = [r["step"] for r in rows if "loss" in r]
+    assert logged == list(range(1, steps + 1))  # every step once
+    got = json.loads((killed / "results.json").read_text())["eval"]
+    want = json.loads((tmp_path / "uninterrupted" / "results.json").read_text())["eval"]
+    assert want and got == pytest.approx(want, abs=1e-6, nan_ok=True)  # no new users: their figures are NaN
