@@ -19,6 +19,9 @@ Rows (one function each; ratios are prefrun over its baseline, oriented so the t
   6. rm_pairs   bt reward model, 64-token prompts: prefrun (prompt packed once) vs TRL RewardTrainer: tokens/s,
                 peak RSS (scripts/bench_reward_model.py).
   7. rm_lists   pl_rm on K = 8 lists vs RewardTrainer on all 28 pairs per list: prompts/s per epoch.
+  8. diffusion  Diffusion-DPO on the tiny UNet: prefrun's DiffusionTrainer vs the diffusers research example's
+                loop: images/s, peak RSS (scripts/bench_diffusion.py).
+  9. mapo       MaPO's step time and peak RSS against Diffusion-DPO's (part of the diffusion row).
 
 The model is a random-init Llama larger than `tiny` (6 layers, hidden 256, a 2k-word vocabulary), the
 data synthetic with a fixed seed. Within each repeat, prefrun and its baseline run one after the other
@@ -104,7 +107,7 @@ QUICK = replace(
     shared_response_len=8,
     shared_steps=2,
 )
-ROWS = ("pairwise", "listwise", "sweep", "shared", "sampler", "rm_pairs", "rm_lists")
+ROWS = ("pairwise", "listwise", "sweep", "shared", "sampler", "rm_pairs", "rm_lists", "diffusion")
 
 
 # --- setup ----------------------------------------------------------------------------------------
@@ -657,6 +660,10 @@ def main(argv: list[str] | None = None) -> int:
             import bench_reward_model as rm  # rows 6 and 7 live in their own script
 
             rows += (rm.row_rm_pairs if name == "rm_pairs" else rm.row_rm_lists)(sizes, repeats, args.quick)
+        elif name == "diffusion":
+            from bench_diffusion import row_diffusion  # rows 8 and 9 live in their own script
+
+            rows += row_diffusion(repeats, args.quick)
         else:
             rows += row_shared(sizes, repeats)
         print(f"[bench] {name} done in {time.perf_counter() - t0:.1f}s", file=sys.stderr, flush=True)
