@@ -1,6 +1,7 @@
 """Image preference data: the one container both image datasets fill, and ``build_image_data`` by dataset name.
 
-ImagePairs: winners, losers [N, C, H, W] in [−1, 1], classes [N] (or None), captions (or None)
+ImagePairs: winners, losers [N, C, H, W] in [−1, 1] (or latents), classes [N] (or None), captions (or None),
+            condition (latent pairs: the captions' text-encoder states, prefrun.diffusion.latent.TEXT_KEYS)
 ImageData:  train / held-out pairs, the reference's pretraining images (synthetic tasks), the oracle and
             the quality guard (synthetic tasks), the image shape and the number of classes
 """
@@ -24,9 +25,16 @@ class ImagePairs:
     losers: torch.Tensor
     classes: torch.Tensor | None = None
     captions: list[str] | None = None
+    condition: dict[str, torch.Tensor] | None = None
 
     def __len__(self) -> int:
         return len(self.winners)
+
+    def condition_at(self, index: Any) -> torch.Tensor | dict[str, torch.Tensor] | None:
+        """What the U-Net is conditioned on for pairs ``index``: their text condition, their classes, or None."""
+        if self.condition is not None:
+            return {k: v[index] for k, v in self.condition.items()}
+        return None if self.classes is None else self.classes[index]
 
 
 @dataclass

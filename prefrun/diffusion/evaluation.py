@@ -19,7 +19,7 @@ import torch
 
 from prefrun.diffusion.data import ImageData
 from prefrun.diffusion.sampling import ddim_sample, initial_noise
-from prefrun.diffusion.trainer import denoising_errors, pair_errors, shared_noise
+from prefrun.diffusion.trainer import denoising_errors, pair_errors, reference_errors, shared_noise
 
 
 def sample_classes(n: int, num_classes: int) -> torch.Tensor | None:
@@ -38,7 +38,8 @@ def reference_error(reference: Any, scheduler: Any, images: torch.Tensor, classe
 def implicit_accuracy(
     policy: Any, reference: Any, scheduler: Any, data: ImageData, timesteps: int, seed: int, batch_size: int = 256
 ) -> float:
-    """P[(ℓ_w − ℓ_l)_θ < (ℓ_w − ℓ_l)_ref] over held-out pairs, ℓ averaged over ``timesteps`` shared (t, ε)."""
+    """P[(ℓ_w − ℓ_l)_θ < (ℓ_w − ℓ_l)_ref] over held-out pairs, ℓ averaged over ``timesteps`` shared (t, ε);
+    ``reference`` None: the policy with its LoRA adapter turned off."""
     held = data.held_out
     gen = torch.Generator().manual_seed(seed)
     steps = int(scheduler.config.num_train_timesteps)
@@ -47,10 +48,13 @@ def implicit_accuracy(
         for start in range(0, len(held), batch_size):
             sl = slice(start, start + batch_size)
             x_w, x_l = held.winners[sl], held.losers[sl]
-            classes = None if held.classes is None else held.classes[sl]
+            classes = held.condition_at(sl)
             noise, t = shared_noise(x_w, steps, gen)
             mine = pair_errors(policy, scheduler, x_w, x_l, classes, noise, t)
-            ref = pair_errors(reference, scheduler, x_w, x_l, classes, noise, t)
+            def errors(model: Any, x_w=x_w, x_l=x_l, classes=classes, noise=noise, t=t) -> torch.Tensor:  # noqa: ANN001
+                return pair_errors(model, scheduler, x_w, x_l, classes, noise, t)
+
+            ref = reference_errors(policy, reference, errors)
             diff[sl] += (mine[:, 0] - mine[:, 1]) - (ref[:, 0] - ref[:, 1])
     return ((diff < 0).float() + 0.5 * (diff == 0).float()).mean().item()
 

@@ -7,7 +7,7 @@ with a class embedding when the dataset names classes (the prompt analogue).
 ``model=sd15`` / ``model=sdxl``: the U-Net, VAE, text encoder(s), tokenizer(s) and noise scheduler of the
 hub pipeline, resolved by ``component_specs`` (class, repository, subfolder) and loaded by
 ``load_components``, with LoRA through peft on the attention projections as in the diffusers example.
-Training in latent space is not built yet; the presets' loaders and configs are what is tested.
+Training runs in latent space (prefrun.diffusion.latent): pairs encoded once by the frozen VAE and text encoders.
 """
 
 from __future__ import annotations
@@ -179,8 +179,11 @@ def set_adapters(unet: Any, enabled: bool) -> None:
 
 
 # --- saving and loading ---------------------------------------------------------------------------------------
-def save_unet(unet: Any, scheduler: Any, run_dir: Path, reference: str | None = None) -> Path:
-    """The trained U-Net (its LoRA adapter alone under peft, naming its base) into ``run_dir/model``, atomically."""
+def save_unet(
+    unet: Any, scheduler: Any, run_dir: Path, reference: str | None = None, base_subfolder: str | None = None
+) -> Path:
+    """The trained U-Net (its LoRA adapter alone under peft, naming its base: ``reference``, and the base's
+    subfolder in a pipeline repository) into ``run_dir/model``, atomically."""
     dest = Path(run_dir) / MODEL_DIR
     tmp = Path(run_dir) / f".{MODEL_DIR}.tmp{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -193,7 +196,8 @@ def save_unet(unet: Any, scheduler: Any, run_dir: Path, reference: str | None = 
             save_file({k: v.contiguous() for k, v in get_peft_model_state_dict(unet).items()}, tmp / ADAPTER_FILE)
             config = unet.prefrun_lora.to_dict()
             config = {k: (sorted(v) if isinstance(v, set) else v) for k, v in config.items()}
-            (tmp / ADAPTER_CONFIG).write_text(json.dumps({**config, "base_model": reference}, indent=2, default=str))
+            meta = {**config, "base_model": reference, "base_subfolder": base_subfolder}
+            (tmp / ADAPTER_CONFIG).write_text(json.dumps(meta, indent=2, default=str))
         else:
             unet.save_pretrained(tmp, safe_serialization=True)
         scheduler.save_config(tmp)
@@ -204,10 +208,15 @@ def save_unet(unet: Any, scheduler: Any, run_dir: Path, reference: str | None = 
     return dest
 
 
-def load_unet(path: str | os.PathLike) -> Any:
-    """A U-Net saved by ``save_unet`` or by the reference cache (a LoRA adapter loads onto its base)."""
+def load_unet(path: str | os.PathLike, subfolder: str | None = None) -> Any:
+    """A U-Net saved by ``save_unet`` or by the reference cache (a LoRA adapter loads onto its base), or a
+    pipeline's (``subfolder="unet"``): its class (UNet2DModel, UNet2DConditionModel) read from its config."""
+    import diffusers
     from diffusers import UNet2DModel
 
+    if subfolder is not None:
+        config = UNet2DModel.load_config(str(path), subfolder=subfolder)
+        return getattr(diffusers, config["_class_name"]).from_pretrained(str(path), subfolder=subfolder)
     path = Path(path)
     if (path / ADAPTER_CONFIG).is_file():
         from omegaconf import OmegaConf
@@ -215,11 +224,12 @@ def load_unet(path: str | os.PathLike) -> Any:
         from safetensors.torch import load_file
 
         config = json.loads((path / ADAPTER_CONFIG).read_text())
-        unet = load_unet(config["base_model"])
+        unet = load_unet(config["base_model"], config.get("base_subfolder"))
         lora = OmegaConf.create(
             {"r": config["r"], "alpha": config["lora_alpha"], "target_modules": config["target_modules"]}
         )
         add_lora(unet, lora)
         set_peft_model_state_dict(unet, load_file(path / ADAPTER_FILE))
         return unet
-    return UNet2DModel.from_pretrained(path)
+    class_name = json.loads((path / "config.json").read_text()).get("_class_name", "UNet2DModel")
+    return getattr(diffusers, class_name).from_pretrained(path)

@@ -23,16 +23,48 @@ from transformers import Trainer
 
 from prefrun.objectives import Objective
 
+Condition = torch.Tensor | dict[str, torch.Tensor] | None  # class labels [N], or a latent pair's text condition
+
+
+def unet_kwargs(condition: Condition, device: Any) -> dict[str, Any]:
+    """The U-Net's conditioning arguments: ``class_labels`` (UNet2DModel), or ``encoder_hidden_states`` with SDXL's
+    ``added_cond_kwargs`` (UNet2DConditionModel)."""
+    if condition is None:
+        return {}
+    if isinstance(condition, torch.Tensor):
+        return {"class_labels": condition.to(device)}
+    kwargs: dict[str, Any] = {"encoder_hidden_states": condition["encoder_hidden_states"].to(device)}
+    if "text_embeds" in condition:
+        kwargs["added_cond_kwargs"] = {k: condition[k].to(device) for k in ("text_embeds", "time_ids")}
+    return kwargs
+
+
+def repeat_twice(condition: Condition) -> Condition:
+    """The condition of [winners; losers]: each pair's own, twice."""
+    if condition is None:
+        return None
+    if isinstance(condition, torch.Tensor):
+        return torch.cat([condition, condition])
+    return {k: torch.cat([v, v]) for k, v in condition.items()}
+
+
+def condition_of(inputs: dict[str, Any]) -> Condition:
+    """A batch's condition: its text condition (latent pairs), its classes, or None."""
+    from prefrun.diffusion.latent import TEXT_KEYS
+
+    if "encoder_hidden_states" in inputs:
+        return {k: inputs[k] for k in TEXT_KEYS if k in inputs}
+    return inputs.get("classes")
+
 
 def denoising_errors(
-    unet: Any, scheduler: Any, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor, classes: torch.Tensor | None
+    unet: Any, scheduler: Any, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor, condition: Condition
 ) -> torch.Tensor:
     """ℓ [N]: the per-sample mean squared error of the UNet's noise prediction on x_t = add_noise(x0, ε, t)."""
     device = next(unet.parameters()).device
     x0, noise, t = x0.to(device), noise.to(device), t.to(device)
-    classes = None if classes is None else classes.to(device)
     x_t = scheduler.add_noise(x0, noise, t)
-    pred = unet(x_t, t, class_labels=classes).sample
+    pred = unet(x_t, t, **unet_kwargs(condition, device)).sample
     return (pred.float() - noise.float()).pow(2).mean(dim=tuple(range(1, pred.ndim)))
 
 
@@ -51,14 +83,13 @@ def pair_errors(
     scheduler: Any,
     x_w: torch.Tensor,
     x_l: torch.Tensor,
-    classes: torch.Tensor | None,
+    condition: Condition,
     noise: torch.Tensor,
     t: torch.Tensor,
 ) -> torch.Tensor:
     """ℓ [B, 2] (winner, loser) under shared noise and timesteps, in one forward of 2B images."""
     x = torch.cat([x_w, x_l])
-    labels = None if classes is None else classes.repeat(2)
-    err = denoising_errors(unet, scheduler, x, noise, t, labels)
+    err = denoising_errors(unet, scheduler, x, noise, t, repeat_twice(condition))
     return torch.stack(err.chunk(2), dim=1)
 
 
@@ -77,10 +108,17 @@ def reference_errors(unet: Any, reference: Any, compute: Any) -> torch.Tensor:
 
 
 class PairDataset(torch.utils.data.Dataset):
-    """Pairs (x_w, x_l, class) or single images (x, class) as the dict rows the Trainer's collator stacks."""
+    """Pairs (x_w, x_l, class or text condition) or single images (x, class) as the dict rows the Trainer's
+    collator stacks."""
 
-    def __init__(self, first: torch.Tensor, second: torch.Tensor | None, classes: torch.Tensor | None):
-        self.first, self.second, self.classes = first, second, classes
+    def __init__(
+        self,
+        first: torch.Tensor,
+        second: torch.Tensor | None,
+        classes: torch.Tensor | None,
+        condition: dict[str, torch.Tensor] | None = None,
+    ):
+        self.first, self.second, self.classes, self.condition = first, second, classes, condition
 
     def __len__(self) -> int:
         return len(self.first)
@@ -91,6 +129,8 @@ class PairDataset(torch.utils.data.Dataset):
             row["x_l"] = self.second[i]
         if self.classes is not None:
             row["classes"] = self.classes[i]
+        for key, value in (self.condition or {}).items():
+            row[key] = value[i]
         return row
 
 
@@ -113,7 +153,7 @@ class DiffusionTrainer(Trainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # noqa: ANN001
         steps = int(self.noise_scheduler.config.num_train_timesteps)
-        classes = inputs.get("classes")
+        classes = condition_of(inputs)
         if self.objective is None:
             x = inputs["x"]
             noise = torch.randn_like(x)

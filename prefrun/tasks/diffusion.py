@@ -150,10 +150,16 @@ class DiffusionTask:
             from prefrun.diffusion.models import check_components_available
 
             check_components_available(model)  # offline without a cached copy: one line, now
-            raise PrefrunError(
-                f"model={model.name}: training in latent space (VAE + text encoder) is not built yet; its parts load "
-                "with prefrun.diffusion.models.load_components. Train model=tiny_unet"
-            )
+            if cfg.dataset.name != "pickapic":
+                raise PrefrunError(
+                    f"model={model.name} is a text-to-image pipeline and dataset={cfg.dataset.name} has no captions: "
+                    "use dataset=pickapic (or model=tiny_unet)"
+                )
+            if cfg.dataset.get("resolution") is not None and int(cfg.dataset.resolution) != int(model.resolution):
+                raise PrefrunError(
+                    f"dataset.resolution={cfg.dataset.resolution} but model {model.name} generates at "
+                    f"model.resolution={model.resolution}; set dataset.resolution={model.resolution}"
+                )
 
     def prepare(self, cfg: DictConfig) -> None:
         """The data and the cached reference UNet, before anything else runs."""
@@ -162,14 +168,17 @@ class DiffusionTask:
 
         data = build_image_data(cfg.dataset, cfg.seed)
         check_fits_model(data, cfg.model)
-        reference_dir(cfg, data)
+        if str(cfg.model.kind) != "latent":  # a latent pipeline's reference is its own U-Net: nothing to pretrain
+            reference_dir(cfg, data)
 
     def run(self, cfg: DictConfig, ctx: RunContext) -> dict[str, Any]:
         from prefrun.diffusion.data import check_fits_model
-        from prefrun.diffusion.models import load_unet, noise_scheduler, save_unet
+        from prefrun.diffusion.models import add_lora, load_unet, noise_scheduler, save_unet
         from prefrun.diffusion.sources import build_image_data
 
         objective = build_objective(cfg.objective, trains="diffusion")
+        if str(cfg.model.kind) == "latent":
+            return _run_latent(cfg, objective, ctx)
         with ctx.stage("build_s"):
             data = build_image_data(cfg.dataset, cfg.seed)
             check_fits_model(data, cfg.model)
@@ -184,7 +193,13 @@ class DiffusionTask:
             ref_path = reference_dir(cfg, data, ctx.run_dir)
         scheduler = noise_scheduler(cfg.diffusion.scheduler, str(cfg.model.get("prediction_type", "epsilon")))
         with ctx.stage("train_s"):
-            policy, stats = _train(cfg, objective, data, ref_path, scheduler, ctx)
+            policy = load_unet(ref_path).to(ctx.device)
+            if cfg.model.get("peft") == "lora":
+                add_lora(policy, cfg.model.lora)
+            reference = None  # under LoRA the reference is the adapter turned off
+            if objective.needs_reference and cfg.model.get("peft") != "lora":
+                reference = load_unet(ref_path).to(ctx.device).eval().requires_grad_(False)
+            policy, stats = _train(cfg, objective, data, policy, reference, scheduler, ctx)
         saved_model = None
         if cfg.run.save_model:
             from prefrun.models.saving import directory_size
@@ -212,11 +227,12 @@ class DiffusionTask:
         }
 
 
-def _train(cfg: DictConfig, objective: Any, data: Any, ref_path: Path, scheduler: Any, ctx: RunContext):
-    """Preference training of the UNet at ``ref_path`` (also the reference); (trained UNet, stats)."""
+def _train(cfg: DictConfig, objective: Any, data: Any, policy: Any, reference: Any, scheduler: Any, ctx: RunContext):
+    """Preference training of ``policy`` against ``reference`` (None: the adapter turned off, or no reference);
+    (trained UNet, stats)."""
     import torch
 
-    from prefrun.diffusion.models import add_lora, load_unet
+    from prefrun.diffusion.models import has_lora
     from prefrun.diffusion.trainer import DiffusionTrainer, PairDataset, training_arguments
     from prefrun.results.metrics_log import MetricsFile, MetricsFileCallback
     from prefrun.results.progress import attach_progress
@@ -225,18 +241,12 @@ def _train(cfg: DictConfig, objective: Any, data: Any, ref_path: Path, scheduler
 
     settings = TrainSettings.from_config(cfg)
     torch.manual_seed(settings.seed)
-    policy = load_unet(ref_path).to(ctx.device)
-    lora = cfg.model.get("peft") == "lora"
-    if lora:
-        add_lora(policy, cfg.model.lora)
-    reference = None
-    if objective.needs_reference and not lora:  # under LoRA the reference is the adapter turned off
-        reference = load_unet(ref_path).to(ctx.device).eval().requires_grad_(False)
+    lora = has_lora(policy)
     args = training_arguments(settings, ctx.run_dir / "checkpoints", ctx.device)
     trainer = DiffusionTrainer(
         model=policy,
         args=args,
-        train_dataset=PairDataset(data.train.winners, data.train.losers, data.train.classes),
+        train_dataset=PairDataset(data.train.winners, data.train.losers, data.train.classes, data.train.condition),
         objective=objective,
         noise_scheduler=scheduler,
         reference=reference,
@@ -275,3 +285,62 @@ def _evaluate(cfg: DictConfig, policy: Any, reference: Any, scheduler: Any, data
         if wandb is not None and getattr(wandb, "run", None) is not None:
             wandb.log({"samples": wandb.Image(str(grid), caption="reference (left) vs policy (right), same noise")})
     return metrics, rows, grid
+
+
+def _run_latent(cfg: DictConfig, objective: Any, ctx: RunContext) -> dict[str, Any]:
+    """A Stable Diffusion pipeline (``model.kind=latent``): pairs encoded once into latents and text conditions,
+    the U-Net trained on them (its LoRA adapter under ``model.peft=lora``; the reference is then the adapter
+    turned off, else a frozen copy), saved, and evaluated by held-out implicit accuracy (Pick-a-Pic has no
+    oracle to score samples with)."""
+    import copy
+
+    from prefrun.diffusion.evaluation import implicit_accuracy
+    from prefrun.diffusion.latent import encode_data
+    from prefrun.diffusion.models import load_components, save_unet
+    from prefrun.diffusion.sources import build_image_data
+    from prefrun.results.metrics_log import training_summary
+
+    with ctx.stage("build_s"):
+        pixels = build_image_data(cfg.dataset, cfg.seed)
+        parts = load_components(cfg.model)
+        for name in ("vae", "text_encoder", "text_encoder_2"):
+            if name in parts:
+                parts[name].to(ctx.device).eval()
+        data = encode_data(parts, str(cfg.model.pipeline), pixels, int(cfg.model.resolution))
+        log.info("%s: %d training pairs, %d held out, latents %s", data.name, len(data.train), len(data.held_out),
+                 tuple(data.shape))  # fmt: skip
+    scheduler = parts["scheduler"]  # the pipeline's own training schedule
+    policy = parts["unet"].to(ctx.device)
+    reference = None
+    if objective.needs_reference and cfg.model.get("peft") != "lora":
+        reference = copy.deepcopy(policy).eval().requires_grad_(False)
+    with ctx.stage("train_s"):
+        policy, stats = _train(cfg, objective, data, policy, reference, scheduler, ctx)
+    saved_model = None
+    if cfg.run.save_model:
+        from prefrun.models.saving import directory_size
+
+        with ctx.stage("save_s"):
+            path = save_unet(policy, scheduler, ctx.run_dir, reference=str(cfg.model.path), base_subfolder="unet")
+            saved_model = {"path": str(path), "bytes": directory_size(path), "adapter": bool(cfg.model.get("peft"))}
+    metrics: dict[str, float] = {}
+    with ctx.stage("eval_s"):
+        if len(data.held_out):
+            settings = cfg.diffusion.eval
+            metrics["implicit_acc"] = implicit_accuracy(
+                policy, reference, scheduler, data, int(settings.implicit_timesteps), int(settings.seed),
+                batch_size=int(settings.batch_size),
+            )  # fmt: skip
+    return {
+        "objective": objective.name,
+        "hparams": dict(objective.hparams),
+        "train": {"lr": cfg.train.lr, "steps": cfg.train.steps, "batch_size": cfg.train.batch_size},
+        "reference_path": str(cfg.model.path),
+        "reference_label": "reference",
+        "model_dir": saved_model,
+        "eval": metrics,
+        "eval_rows": [["held-out implicit acc", "", f"{v:.3f}"] for k, v in metrics.items()],
+        "training": stats,
+        "training_summary": training_summary(ctx.run_dir / "metrics.jsonl"),
+        "data": {"train_pairs": len(data.train), "held_out_pairs": len(data.held_out), "dropped": data.dropped},
+    }

@@ -19,6 +19,7 @@ from prefrun.selection.deita import (
     diversity_filter,
     normalised,
 )
+from prefrun.selection.pool import record_text
 from prefrun.selection.steps import SelectionContext
 
 ORACLE = SelectionContext(reward_fn=synthetic.oracle_reward)
@@ -81,7 +82,7 @@ def test_injected_near_duplicates_are_removed():
     chosen = Deita(k=40, complexity="sort_items", quality="oracle").select(pool, ORACLE)
     number_sets = [frozenset(synthetic.parse_prompt(pool[i]["prompt"])) for i in chosen.indices]
     assert len(set(number_sets)) == len(number_sets)  # no two kept records sort the same numbers
-    embeddings = HashedBagEmbedder()([pool[i]["prompt"] + "\n" for i in chosen.indices])
+    embeddings = HashedBagEmbedder()([record_text(pool[i]) for i in chosen.indices])
     assert (embeddings @ embeddings.T - np.eye(len(chosen.indices))).max() <= 0.9
 
 
@@ -153,3 +154,16 @@ def test_hidden_state_embeddings_are_the_last_real_tokens_whatever_the_padding(m
         assert row == pytest.approx(alone / np.linalg.norm(alone), abs=1e-5)
     tokenizer.padding_side = "left"
     assert HiddenStateEmbedder(model, tokenizer, batch_size=2)(texts) == pytest.approx(batched, abs=1e-5)
+
+
+def test_the_step_embeds_with_a_model_preset_and_fingerprints_it(tmp_path):
+    from prefrun.selection.steps import apply_selection
+
+    records = sort_records(12, seed=4)
+    step = {"name": "deita", "k": 4, "embedder": "hidden_states", "embed_model": "tiny"}
+    words = synthetic.SortTask().words()
+    kept, report = apply_selection(records, step, tmp_path, words=words)
+    assert len(kept) == 4
+    assert report["inputs"]["embed_model"].startswith(str(tmp_path / "models" / "tiny-"))
+    with pytest.raises(PrefrunError, match="neither a model preset nor a directory"):
+        apply_selection(records, {**step, "embed_model": "no_such_model"}, tmp_path, words=words)
