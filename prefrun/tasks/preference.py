@@ -15,7 +15,13 @@ from prefrun.errors import PrefrunError
 from prefrun.objectives.config import build_objective
 from prefrun.tasks import TASKS
 from prefrun.tasks.base import RunContext
-from prefrun.tasks.steps import flat_metrics, save_and_evaluate, selected_evaluators, sft_reference
+from prefrun.tasks.steps import (
+    flat_metrics,
+    save_and_evaluate,
+    select_training_data,
+    selected_evaluators,
+    sft_reference,
+)
 
 log = logging.getLogger("prefrun")
 
@@ -119,6 +125,7 @@ class PreferenceTask:
 
         objective = build_objective(cfg.objective)
         data = build_data(cfg.dataset, cfg.seed)
+        select_training_data(cfg, data, "cpu")  # the selection's cache, warm before ranks start
         _training_records(cfg, objective, data)  # its errors, before N processes start
         base = base_model_path(cfg.model, data.words, Path(cfg.paths.cache_dir) / "models")
         sft_reference(cfg, data, base, from_saved_policy=saved_policy_dir(cfg.model.get("path") or ".") is not None)
@@ -134,6 +141,7 @@ class PreferenceTask:
         curriculum = cfg.curriculum.name != "none"
         with ctx.stage("build_s"):
             data = build_data(cfg.dataset, cfg.seed, eval_split=cfg.eval.get("split", "test"))
+            data_steps = [select_training_data(cfg, data, ctx.device, ctx.run_dir if ctx.main_process else None)]
             baseline_cache = add_baselines(cfg, objective, data, ctx.device)
             records, dropped = _training_records(cfg, objective, data)
             if {"preference", "reward", "judge"} & set(selected_evaluators(cfg.eval)):
@@ -178,4 +186,5 @@ class PreferenceTask:
             "training": stats,
             "training_summary": training_summary(ctx.run_dir / "metrics.jsonl"),
             "data": data_report,
+            "data_steps": data_steps,
         }

@@ -20,6 +20,24 @@ def records_fingerprint(records: list[dict]) -> str:
     return hashlib.sha256(json.dumps(records, sort_keys=True).encode()).hexdigest()
 
 
+def select_training_data(cfg: DictConfig, data: Any, device: str, run_dir: Path | None = None) -> dict[str, Any]:
+    """Apply ``data/select`` to ``data.train`` (in place; cached by content, rank 0 first) and return its report,
+    also written to ``run_dir/data_steps.json`` when given."""
+    from prefrun.runtime.distributed import rank0_first
+    from prefrun.selection.steps import apply_selection
+
+    step_cfg = cfg.get("data", {}).get("select")
+    with rank0_first():  # rank 0 selects and caches; the other ranks read the cache
+        data.train, report = apply_selection(
+            data.train, step_cfg, cfg.paths.cache_dir, reward_fn=data.reward_fn, words=data.words, device=device
+        )
+    if run_dir is not None:
+        from prefrun.results.files import write_json
+
+        write_json(run_dir / "data_steps.json", [report])
+    return report
+
+
 def sft_reference(
     cfg: DictConfig, data: Any, base: str, *, from_saved_policy: bool = False, run_dir: Path | None = None
 ) -> str:
