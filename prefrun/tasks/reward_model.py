@@ -108,6 +108,11 @@ class RewardModelTask:
         records = training_records(cfg, objective, data)
         if is_user_conditioned(objective) and adapt_settings(cfg, objective) is None:
             check_users(records, cfg.dataset.name)  # before the SFT, not after it
+        if is_user_conditioned(objective):
+            from prefrun.tasks.reward_model_pal import backbone_setting
+
+            if backbone_setting(cfg) == "minilm":
+                return  # the sentence encoder reads the text: no SFT backbone to build
         base = base_model_path(cfg.model, data.words, Path(cfg.paths.cache_dir) / "models")
         sft_reference(cfg, data, base, from_saved_policy=saved_policy_dir(cfg.model.get("path") or ".") is not None)
 

@@ -247,6 +247,17 @@ def test_a_minilm_pal_run_records_its_pinned_encoder_and_reward_model_scores_wit
             assert torch.allclose(torch.as_tensor(got[i]).float(), want, atol=1e-4)
 
 
+def test_new_users_of_a_minilm_head_adapt_on_minilm(minilm_run):
+    tmp, base_dir, _ = minilm_run
+    overrides = ["task=reward_model", "objective=pal_b", "reward_model.backbone=minilm",
+                 f"reward_model.from={base_dir}", "reward_model.adapt_user=new", "reward_model.adapt_pairs=3",
+                 "reward_model.adapt_steps=4", *MICRO, *PLURAL]  # fmt: skip
+    results = run(compose_cfg(tmp, *overrides), tmp / "out" / "adapt_minilm", overrides=overrides)
+    assert results["training"]["new_users"] == ["n00", "n01"] and results["eval"]["reward_model/adapted_users"] == 2
+    meta = json.loads((tmp / "out" / "adapt_minilm" / "model" / "pal_config.json").read_text())
+    assert meta["backbone"]["kind"] == "minilm" and meta["users"][-2:] == ["n00", "n01"]
+
+
 @pytest.mark.parametrize(
     ("base", "extra", "message"),
     [
