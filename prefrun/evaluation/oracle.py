@@ -7,6 +7,12 @@ the win rate of policy over reference on the same prompt (ties count ½); and th
 KL(policy ‖ reference) estimated from the policy's own samples, mean of log π(y) − log π_ref(y).
 
 Settings (conf/eval/oracle.yaml): prompts, max_new_tokens, batch_size (prompts per generate call), seed.
+
+Under a decoder (``task=evaluate ... decode=bon``: the task puts the ``decode`` block into these settings) the
+policy's answers are the decoder's (prefrun.decoding) and the reference's stay plain samples, so the win rate
+is the decoded policy against the sampled reference; the decoder's report (cost per response, its KL bound
+and plug-in estimate from the policy it wraps) is added under ``decode/``. ``kl`` stays the mean
+log π(y) − log π_ref(y) over the answers, which for a decoder is not the decoded policy's KL.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ from typing import Any
 
 from prefrun.evaluation import EVALUATORS
 from prefrun.evaluation.base import EvalInputs, Evaluation, Row
-from prefrun.evaluation.sampling import kl_estimate, reference_model, sample_both, settings_for
+from prefrun.evaluation.sampling import kl_estimate, reference_model, sample_both, sample_decoded, settings_for
 from prefrun.evaluation.stats import win_rate
 
 STRICT_LABELS = {"exact_sort": "exact sort rate", "valid_permutation": "valid permutation"}
@@ -41,8 +47,13 @@ def evaluate(inputs: EvalInputs, settings: Any) -> Evaluation:
         batch_size=int(settings.get("batch_size", 256)),
         seed=int(settings.get("seed", 1234)),
     )
-    samples = dict(zip(("reference", "policy"), sample_both(inputs, prompts, sampling, "oracle")))
-    results: dict[str, float] = {}
+    decode, report = settings.get("decode"), {}
+    if decode is None:
+        drawn_both = sample_both(inputs, prompts, sampling, "oracle")
+    else:
+        *drawn_both, report = sample_decoded(inputs, prompts, sampling, "oracle", decode)
+    samples = dict(zip(("reference", "policy"), drawn_both))
+    results: dict[str, Any] = {}
     rewards: dict[str, list[float]] = {}
     for name, drawn in samples.items():
         texts = [row[0] for row in drawn.texts]
@@ -56,7 +67,14 @@ def evaluate(inputs: EvalInputs, settings: Any) -> Evaluation:
             results["kl"] = kl_estimate(inputs.policy, reference, drawn, batch_size=sampling.batch_size)
     results["win_rate"] = win_rate(rewards["policy"], rewards["reference"])
     results["reward_gain"] = results["policy/oracle_reward"] - results["reference/oracle_reward"]
-    return Evaluation(metrics=results, rows=_rows(results, list(data.strict_fns)))
+    rows = _rows(results, list(data.strict_fns))
+    if decode is not None:
+        results.update({f"decode/{key}": value for key, value in report.items()})
+        rows.append(Row(f"decode={decode.name}"[:22], "", "policy"))
+        rows.append(Row("  tokens fwd / answer", "", f"{report['forward_tokens']:.1f}"))
+        if "kl_bound" in report:
+            rows.append(Row("  KL bound (vs policy)", "", f"{report['kl_bound']:.3f}"))
+    return Evaluation(metrics=results, rows=rows)
 
 
 def _rows(results: dict[str, float], strict: list[str]) -> list[Row]:
