@@ -37,7 +37,9 @@ from prefrun.registry import Registry
 log = logging.getLogger("prefrun")
 
 SELECTION_STEPS = Registry(
-    "data selection step", modules=("prefrun.selection.zipfit", "prefrun.selection.deita"), config_key="data.select"
+    "data selection step",
+    modules=("prefrun.selection.zipfit", "prefrun.selection.deita", "prefrun.selection.random_subset"),
+    config_key="data.select",
 )
 
 

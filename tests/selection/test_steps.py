@@ -93,7 +93,7 @@ def test_none_keeps_every_record(tmp_path):
 @pytest.mark.parametrize(
     ("step", "message"),
     [
-        ({"name": "dsir"}, "unknown data selection step 'dsir'; available: deita, none, zipfit"),
+        ({"name": "dsir"}, "unknown data selection step 'dsir'; available: deita, none, random, zipfit"),
         ({"fraction": 0.1}, "data.select has no name"),
         ({"name": "deita", "fraction": 0.1, "theta": 0.9}, "data.select.theta is not a parameter of data.select=deita"),
     ],
@@ -119,5 +119,16 @@ def test_the_group_composes_as_data_select():
     from hydra import compose, initialize_config_dir
 
     with initialize_config_dir(CONF_DIR, version_base="1.3"):
-        cfg = compose("config", overrides=["+data/select=zipfit", "data.select.target=sort"])
+        cfg = compose("config", overrides=["data/select=zipfit", "data.select.target=sort"])
     assert cfg.data.select.name == "zipfit" and cfg.data.select.target == "sort" and cfg.data.select.level == 9
+
+
+def test_random_keeps_a_seeded_subset_of_the_budget_in_the_datasets_order(tmp_path):
+    import random
+
+    records = sort_records(20)
+    kept, report = apply_selection(records, {"name": "random", "k": 5, "seed": 3}, tmp_path)
+    want = sorted(random.Random(3).sample(range(20), 5))  # independently: the same draw
+    assert kept == [records[i] for i in want] and report["counts"]["kept"] == 5
+    other, _ = apply_selection(records, {"name": "random", "k": 5, "seed": 4}, tmp_path)
+    assert other != kept
