@@ -2,7 +2,7 @@
 
     cli, runner, launch                                   top: compose, dispatch, ranks
     tasks
-    trainers, evaluation, decoding, online, diffusion
+    trainers, evaluation, decoding, online, diffusion, selection
     generation, rewards, diagnostics
     objectives, lm, models
     data
@@ -22,7 +22,7 @@ LAYERS = [
     {"data"},
     {"objectives", "lm", "models"},
     {"generation", "rewards", "diagnostics"},
-    {"trainers", "evaluation", "decoding", "online", "diffusion"},
+    {"trainers", "evaluation", "decoding", "online", "diffusion", "selection"},
     {"tasks"},
     {"cli", "runner", "launch", "__main__", "__init__"},
 ]
