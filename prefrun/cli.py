@@ -58,12 +58,19 @@ def _group_options(group: str) -> list[str]:
     return sorted(p.stem for p in (Path(CONF_DIR) / group).glob("*.yaml"))
 
 
-def _config_groups() -> list[str]:
+def _config_groups(parent: str = "") -> list[str]:
+    """Every config group, nested ones by their path (``data/select``)."""
     from hydra.core.global_hydra import GlobalHydra
 
     if GlobalHydra.instance().is_initialized():
-        return sorted(GlobalHydra.instance().config_loader().list_groups(""))
-    return sorted(p.name for p in Path(CONF_DIR).iterdir() if p.is_dir())
+        names = GlobalHydra.instance().config_loader().list_groups(parent)
+    else:
+        names = [p.name for p in (Path(CONF_DIR) / parent).iterdir() if p.is_dir()]
+    groups = []
+    for name in sorted(names):
+        group = f"{parent}/{name}" if parent else name
+        groups += [group, *_config_groups(group)]
+    return groups
 
 
 def _help_groups() -> str:

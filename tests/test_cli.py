@@ -187,10 +187,11 @@ def test_help_lists_every_selectable_choice_of_every_group():
         for line in out.split("== Config groups")[1].splitlines()
         if line.startswith("  ") and ": " in line
     }
-    for group in Path(CONF_DIR).iterdir():
-        if group.is_dir() and group.name not in ("hydra", "local"):
-            choices = sorted(p.stem for p in group.glob("*.yaml") if not p.stem.startswith("_"))
-            assert listed[group.name] == choices, group.name
+    for group in Path(CONF_DIR).rglob("*"):
+        name = group.relative_to(CONF_DIR).as_posix()
+        choices = sorted(p.stem for p in group.glob("*.yaml") if not p.stem.startswith("_"))
+        if group.is_dir() and choices and name.split("/")[0] not in ("hydra", "local"):
+            assert listed[name] == choices, name  # nested groups too: data/select
 
 
 @pytest.mark.parametrize(

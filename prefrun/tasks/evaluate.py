@@ -106,6 +106,15 @@ class EvaluateTask:
                 )
         if tournament_eval.selected(cfg):
             tournament_eval.check(cfg, run_dirs)
+            from prefrun.tasks.settings_check import check_value, count
+
+            for key, rule in (
+                ("prompts", count(1, "held-out prompts each player answers", "32")),
+                ("max_new_tokens", count(1, "tokens per answer", "24")),
+                ("bootstrap", count(0, "bootstrap resamples; 0 = no intervals", "1000")),
+                ("seed", count(0, "a random seed", "1234")),
+            ):
+                check_value(f"tournament.{key}", cfg.tournament.get(key), rule)
 
     @staticmethod
     def check_decode(cfg: DictConfig) -> None:
