@@ -14,7 +14,10 @@ renders it and the response becomes the assistant turn.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
+from collections.abc import Iterable
 from typing import Any
 
 from prefrun.errors import PrefrunError
@@ -59,3 +62,13 @@ def _finite(score: Any) -> bool:
 def prompts_of(record: Record) -> list[Any]:
     """Each response's prompt: its own (joint preferences), or the record's shared prompt."""
     return record.get("prompts") or [record["prompt"]] * len(record["responses"])
+
+
+def records_fingerprint(records: Iterable[Record]) -> str:
+    """sha256 of the records' canonical JSON, ``json.dumps(list(records), sort_keys=True)``, streamed one record at
+    a time (no second copy of a large dataset as one string): the content key of caches built from records."""
+    digest = hashlib.sha256(b"[")
+    for i, record in enumerate(records):
+        digest.update((", " if i else "").encode() + json.dumps(record, sort_keys=True).encode())
+    digest.update(b"]")
+    return digest.hexdigest()

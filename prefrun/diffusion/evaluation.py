@@ -51,6 +51,7 @@ def implicit_accuracy(
             classes = held.condition_at(sl)
             noise, t = shared_noise(x_w, steps, gen)
             mine = pair_errors(policy, scheduler, x_w, x_l, classes, noise, t)
+
             def errors(model: Any, x_w=x_w, x_l=x_l, classes=classes, noise=noise, t=t) -> torch.Tensor:  # noqa: ANN001
                 return pair_errors(model, scheduler, x_w, x_l, classes, noise, t)
 

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from prefrun.data.records import Record
+from prefrun.data.records import Record, records_fingerprint
 from prefrun.errors import PrefrunError
 from prefrun.registry import Registry
 
@@ -74,15 +74,6 @@ class NoSelection:
 
     def select(self, records: Sequence[Record], ctx: SelectionContext) -> Selection:
         return Selection(list(range(len(records))))
-
-
-def records_fingerprint(records: Sequence[Record]) -> str:
-    """sha256 of the records' canonical JSON."""
-    h = hashlib.sha256()
-    for record in records:  # one record at a time: no second copy of a large dataset as one string
-        h.update(json.dumps(record, sort_keys=True, default=str).encode())
-        h.update(b"\n")
-    return h.hexdigest()
 
 
 def _plain(step_cfg: Any) -> dict[str, Any]:

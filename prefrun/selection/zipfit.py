@@ -28,11 +28,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from prefrun.data.records import Record
+from prefrun.data.records import Record, records_fingerprint
 from prefrun.errors import PrefrunError
 from prefrun.selection.ncd import DEFAULT_LEVEL, check_level, zipfit_alignment
 from prefrun.selection.pool import budget, check_budget, check_same_shape, check_text_mode, record_text
-from prefrun.selection.steps import SELECTION_STEPS, Selection, SelectionContext, records_fingerprint
+from prefrun.selection.steps import SELECTION_STEPS, Selection, SelectionContext
 
 TARGET_SPLITS = ("train", "eval")
 

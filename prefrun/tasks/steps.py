@@ -2,22 +2,16 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig
 
+from prefrun.data.records import records_fingerprint
 from prefrun.errors import PrefrunError
 
 log = logging.getLogger("prefrun")
-
-
-def records_fingerprint(records: list[dict]) -> str:
-    """A content hash of records: what the SFT cache key needs, and nothing unrelated to them."""
-    return hashlib.sha256(json.dumps(records, sort_keys=True).encode()).hexdigest()
 
 
 def select_training_data(cfg: DictConfig, data: Any, device: str, run_dir: Path | None = None) -> dict[str, Any]:

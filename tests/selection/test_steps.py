@@ -13,8 +13,9 @@ import yaml
 
 from prefrun.config import CONF_DIR
 from prefrun.data import synthetic
+from prefrun.data.records import records_fingerprint
 from prefrun.errors import PrefrunError
-from prefrun.selection.steps import SELECTION_STEPS, apply_selection, records_fingerprint
+from prefrun.selection.steps import SELECTION_STEPS, apply_selection
 
 SELECT_CONF = Path(CONF_DIR) / "data" / "select"
 
@@ -54,7 +55,7 @@ def test_the_key_follows_the_records_and_the_parameters_but_not_the_cost_setting
 def test_the_report_names_inputs_parameters_and_counts(tmp_path):
     records = sort_records(20)
     kept, report = apply_selection(records, deita(), tmp_path)
-    plain = hashlib.sha256(b"".join(json.dumps(r, sort_keys=True).encode() + b"\n" for r in records)).hexdigest()
+    plain = hashlib.sha256(json.dumps(records, sort_keys=True).encode()).hexdigest()  # the canonical JSON, at once
     assert report["inputs"] == {"records": plain} == {"records": records_fingerprint(records)}
     assert report["counts"] == {"in": 20, "kept": len(kept), "dropped": 20 - len(kept)}
     assert report["params"]["tau"] == 0.9 and report["params"]["fraction"] == 0.25  # defaults included
